@@ -1,0 +1,11 @@
+#include "cuda_check.hpp"
+
+namespace svdquant::cuda {
+
+void throw_cuda_error(cudaError_t e, const char* what) {
+  // Clear the sticky-free error state of the runtime so later calls are not blamed for this one.
+  (void)cudaGetLastError();
+  throw Error(std::string("cuda-sm90: ") + what + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
+}
+
+}  // namespace svdquant::cuda

@@ -1,0 +1,110 @@
+// The "cuda-sm90" backend: SVDQuant int4 layers on Hopper (compute capability 9.0), fused
+// activation kernel + FP8-wgmma W4A4 GEMM (act_quant.cu, w4a4_gemm.cu). Its hardware gate refuses
+// every other device before anything is allocated.
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+
+#include "cuda_check.hpp"
+#include "device_buffer.hpp"
+#include "sm90_layer.hpp"
+#include "sm90_layout.hpp"
+#include "svdquant/backend.hpp"
+#include "svdquant/error.hpp"
+
+namespace svdquant {
+namespace detail {
+namespace {
+
+// nullopt when the current CUDA device is a Hopper GPU; never throws, allocates no device memory.
+std::optional<std::string> hardware_gate() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return std::string("no usable CUDA device or driver (") + cudaGetErrorName(e) + ": " + cudaGetErrorString(e) + ")";
+  }
+  if (count == 0) return std::string("no CUDA device");
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return std::string("cannot query the CUDA device");
+  }
+  if (major != 9 || minor != 0)
+    return "needs sm_90 (Hopper), found sm_" + std::to_string(major) + std::to_string(minor);
+  return std::nullopt;
+}
+
+class CudaSm90Backend final : public Backend {
+ public:
+  std::string_view name() const override { return "cuda-sm90"; }
+  DeviceType device_type() const override { return DeviceType::CUDA; }
+
+  std::optional<std::string> unsupported_reason(const LayerDesc& d, const ForwardOptions& opt) const override {
+    try {
+      if (auto why = hardware_gate()) return why;
+      if (d.precision != Precision::INT4) return std::string("nvfp4 layers are not implemented on cuda-sm90 yet");
+      if (opt.activations != Activations::CHECKPOINT)
+        return std::string("activations = ") + std::string(to_string(opt.activations)) + " is not implemented on cuda-sm90 yet";
+      if (d.K <= 0 || d.K % cuda::kGroup != 0)
+        return "K = " + std::to_string(d.K) + " is not a positive multiple of the group size 64";
+      if (d.N <= 0) return "N = " + std::to_string(d.N) + " must be positive";
+      if (d.R < 0 || cuda::padded_rank(d.R) > cuda::kMaxRank)
+        return "rank R = " + std::to_string(d.R) + " is outside [0, " + std::to_string(cuda::kMaxRank) + "]";
+      return std::nullopt;
+    } catch (...) {
+      return std::string("cuda-sm90: internal error while checking the request");
+    }
+  }
+
+  std::unique_ptr<PreparedLayer> prepare(const LayerWeights& w, const ForwardOptions& opt) const override {
+    if (auto why = unsupported_reason(w.desc, opt)) throw UnsupportedError("cuda-sm90: " + w.prefix + ": " + *why);
+    return std::make_unique<cuda::Sm90Layer>(w, opt);
+  }
+
+  void forward(const PreparedLayer& layer, const Tensor& x, Tensor& y, void* stream) const override {
+    const auto* L = dynamic_cast<const cuda::Sm90Layer*>(&layer);
+    if (!L) throw UnsupportedError("cuda-sm90: the layer was prepared by another backend");
+    L->forward(x, y, static_cast<cudaStream_t>(stream));
+  }
+
+  Tensor forward_host(const PreparedLayer& layer, const Tensor& x) const override {
+    const auto* L = dynamic_cast<const cuda::Sm90Layer*>(&layer);
+    if (!L) throw UnsupportedError("cuda-sm90: the layer was prepared by another backend");
+    const DType T = layer.desc.dtype == HalfKind::BF16 ? DType::BF16 : DType::F16;
+    if (x.dim() != 2 || x.size(1) != layer.desc.K || x.dtype() != T || x.device().type != DeviceType::CPU)
+      throw FormatError("cuda-sm90: input x: expected a host " + std::string(dtype_name(T)) + " tensor [M, " +
+                        std::to_string(layer.desc.K) + "], found " + std::string(dtype_name(x.dtype())) + " " +
+                        shape_str(x.shape()));
+    const Tensor xc = x.is_contiguous() ? x : x.clone();
+    const int64_t M = x.size(0), N = layer.desc.N;
+    Tensor y = Tensor::zeros(T, {M, N});
+    if (M == 0) return y;
+    int prev = 0;
+    cuda::check(cudaGetDevice(&prev), "cudaGetDevice");
+    cuda::check(cudaSetDevice(L->device()), "cudaSetDevice");
+    try {
+      cuda::DeviceBuffer dx, dy(y.nbytes());
+      dx.upload(xc.data(), xc.nbytes());
+      const Device dev{DeviceType::CUDA, L->device()};
+      const Tensor tx = Tensor::wrap(dx.get(), T, {M, layer.desc.K}, dev);
+      Tensor ty = Tensor::wrap(dy.get(), T, {M, N}, dev);
+      L->forward(tx, ty, nullptr);
+      cuda::check(cudaMemcpy(y.data(), dy.get(), y.nbytes(), cudaMemcpyDeviceToHost), "cudaMemcpy D2H (forward)");
+    } catch (...) {
+      cudaSetDevice(prev);
+      throw;
+    }
+    cuda::check(cudaSetDevice(prev), "cudaSetDevice");
+    return y;
+  }
+};
+
+}  // namespace
+
+void register_cuda_backends(BackendRegistry& r) { r.add(std::make_unique<CudaSm90Backend>()); }
+
+}  // namespace detail
+}  // namespace svdquant

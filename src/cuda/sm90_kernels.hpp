@@ -1,0 +1,46 @@
+// Launchers of the cuda-sm90 kernels (defined in the .cu files). Plain structs of device
+// pointers; every launcher takes the stream and checks the launch.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace svdquant::cuda {
+
+enum class HalfType : uint8_t { BF16, FP16 };
+
+// NUMERICS.md §2, §3 (int4) and §4.3 (low-rank down): one pass over x.
+struct ActQuantParams {
+  const uint16_t* x = nullptr;        // [M, K] T
+  const uint16_t* smooth = nullptr;   // [K] T
+  const uint32_t* pdfrag = nullptr;   // proj_down in mma B-fragment order (see act_quant.cu)
+  uint8_t* codes = nullptr;           // [Mt][G][8192] e4m3 (sm90_layout.hpp)
+  uint16_t* ascale = nullptr;         // [Mt][G][128] T
+  float* lact = nullptr;              // [Mpad, Rpad] float32
+  int64_t M = 0, K = 0;
+  int Rpad = 0;                       // multiple of 8, <= kMaxRank; 0: no low-rank branch
+  bool act_unsigned = false;
+  HalfType dtype = HalfType::BF16;
+};
+void launch_act_quant(const ActQuantParams& p, cudaStream_t stream);
+
+// NUMERICS.md §4: the W4A4 GEMM with the per-group scaling, epilogue and low-rank up projection.
+struct GemmParams {
+  const uint8_t* codes = nullptr;     // activation codes (as above)
+  const uint16_t* ascale = nullptr;
+  const float* lact = nullptr;        // [Mpad, Rpad]
+  const uint8_t* wfrag = nullptr;     // [Nt][G][8192 / 2] weight fragments
+  const uint16_t* wscale = nullptr;   // [Nt][G][128] T
+  const float* wcscales = nullptr;    // [Npad] float32 (ones when absent)
+  const float* bias = nullptr;        // [Npad] float32 (zeros when absent)
+  const float* proj_up = nullptr;     // [Npad, Rpad] float32
+  uint16_t* y = nullptr;              // [M, N] T
+  int64_t M = 0, N = 0, K = 0;
+  int Rpad = 0;
+  float alpha = 1.0f;
+  bool half_accumulate = false;       // NUMERICS.md §4.2 instead of §4.1
+  HalfType dtype = HalfType::BF16;
+};
+void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream);
+
+}  // namespace svdquant::cuda

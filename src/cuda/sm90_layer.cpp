@@ -1,0 +1,212 @@
+// Load-time repacking of a canonical int4 layer into the cuda-sm90 layouts (sm90_layout.hpp), and
+// the forward pass: the activation kernel, then the GEMM with its fused epilogue.
+#include "sm90_layer.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "sm90_layout.hpp"
+#include "svdquant/error.hpp"
+#include "svdquant/float_formats.hpp"
+
+namespace svdquant::cuda {
+namespace {
+
+// A contiguous host copy when the tensor is a strided view; otherwise the tensor itself.
+Tensor contiguous_host(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
+
+std::vector<uint8_t> pack_weight_fragments(const Tensor& qweight, int64_t N, int64_t K) {
+  const Tensor q = contiguous_host(qweight);
+  const auto* src = q.data_as<uint8_t>();
+  const int64_t G = K / kGroup, Nt = ceil_div(N, kTileN);
+  std::vector<uint8_t> out(size_t(Nt * G * kWeightTileBytes), 0);
+  auto nibble = [&](int64_t n, int64_t k) -> uint32_t {
+    if (n >= N) return 0;
+    const uint8_t b = src[n * (K / 2) + k / 2];
+    return (k % 2 == 0) ? (b & 0xF) : (b >> 4);
+  };
+  for (int64_t nt = 0; nt < Nt; ++nt)
+    for (int64_t g = 0; g < G; ++g) {
+      uint8_t* tile = out.data() + (nt * G + g) * kWeightTileBytes;
+      for (int wg = 0; wg < 2; ++wg)
+        for (int tid = 0; tid < 128; ++tid) {
+          uint32_t words[4] = {0, 0, 0, 0};
+          const int g8 = (tid % 32) / 4, t = tid % 4;
+          const int64_t row = nt * kTileN + wg * 64 + (tid / 32) * 16 + g8;
+          for (int h = 0; h < 2; ++h)
+            for (int reg = 0; reg < 4; ++reg)
+              for (int i = 0; i < 4; ++i) {
+                const int64_t n = row + 8 * (reg % 2);
+                const int64_t k = g * kGroup + 32 * h + 16 * (reg / 2) + 4 * t + i;
+                words[2 * h + reg / 2] |= nibble(n, k) << (16 * (reg % 2) + 4 * i);
+              }
+          std::memcpy(tile + (wg * 128 + tid) * 16, words, 16);
+        }
+    }
+  return out;
+}
+
+std::vector<uint32_t> pack_proj_down(const Tensor& proj_down, int64_t K, int64_t R, int64_t Rpad) {
+  const Tensor pd = contiguous_host(proj_down);
+  const auto* src = pd.data_as<uint16_t>();
+  const int64_t G = K / kGroup, RT = Rpad / 8;
+  std::vector<uint32_t> out(size_t(G * 4 * RT * 32 * 2), 0);
+  auto at = [&](int64_t k, int64_t n) -> uint32_t { return n < R ? src[k * R + n] : 0; };
+  for (int64_t g = 0; g < G; ++g)
+    for (int kk = 0; kk < 4; ++kk)
+      for (int64_t j = 0; j < RT; ++j)
+        for (int lane = 0; lane < 32; ++lane) {
+          const int64_t kb = g * kGroup + kk * 16, n = j * 8 + lane / 4, t = lane % 4;
+          const size_t idx = size_t((((g * 4 + kk) * RT + j) * 32 + lane) * 2);
+          out[idx] = at(kb + 2 * t, n) | (at(kb + 2 * t + 1, n) << 16);
+          out[idx + 1] = at(kb + 2 * t + 8, n) | (at(kb + 2 * t + 9, n) << 16);
+        }
+  return out;
+}
+
+}  // namespace
+
+Sm90Layer::Sm90Layer(const LayerWeights& w, const ForwardOptions& opt) {
+  desc = w.desc;
+  options = opt;
+  const int64_t N = desc.N, K = desc.K, R = desc.R;
+  if (desc.precision != Precision::INT4)
+    throw UnsupportedError("cuda-sm90: " + w.prefix + ": only int4 layers are implemented");
+  if (K <= 0 || K % kGroup != 0)
+    throw FormatError(w.prefix + ".qweight: K = " + std::to_string(K) + " is not a positive multiple of 64");
+  Rpad_ = padded_rank(R);
+  if (Rpad_ > kMaxRank)
+    throw UnsupportedError("cuda-sm90: " + w.prefix + ": rank " + std::to_string(R) + " exceeds " + std::to_string(kMaxRank));
+  check(cudaGetDevice(&device_), "cudaGetDevice");
+  alpha_ = w.alpha();
+
+  const HalfKind T = desc.dtype;
+  const int64_t G = K / kGroup, Nt = ceil_div(N, kTileN), Npad = Nt * kTileN;
+
+  const auto frag = pack_weight_fragments(w.qweight, N, K);
+  wfrag_.upload(frag.data(), frag.size());
+
+  {  // weight scales [Nt][G][128]
+    const Tensor ws = contiguous_host(w.wscales);
+    const auto* src = ws.data_as<uint16_t>();
+    std::vector<uint16_t> out(size_t(Nt * G * kTileN), 0);
+    for (int64_t nt = 0; nt < Nt; ++nt)
+      for (int64_t g = 0; g < G; ++g)
+        for (int r = 0; r < kTileN; ++r) {
+          const int64_t n = nt * kTileN + r;
+          if (n < N) out[size_t((nt * G + g) * kTileN + r)] = src[g * N + n];
+        }
+    wscale_.upload(out.data(), out.size() * 2);
+  }
+  {
+    const Tensor sm = contiguous_host(w.smooth);
+    smooth_.upload(sm.data(), size_t(K) * 2);
+  }
+  if (Rpad_ > 0) {
+    const auto pd = pack_proj_down(w.proj_down, K, R, Rpad_);
+    pdfrag_.upload(pd.data(), pd.size() * 4);
+    const Tensor pu = contiguous_host(w.proj_up);
+    const auto* src = pu.data_as<uint16_t>();
+    std::vector<float> out(size_t(Npad * Rpad_), 0.0f);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t r = 0; r < R; ++r) out[size_t(n * Rpad_ + r)] = half_to_f32(T, src[n * R + r]);
+    proj_up_.upload(out.data(), out.size() * 4);
+  } else {
+    proj_up_.resize(16);
+  }
+  {
+    std::vector<float> wc(size_t(Npad), 1.0f), b(size_t(Npad), 0.0f);
+    if (w.wcscales.defined() && w.wcscales.numel() == N) {
+      const Tensor t = contiguous_host(w.wcscales);
+      for (int64_t n = 0; n < N; ++n) wc[size_t(n)] = half_to_f32(T, t.data_as<uint16_t>()[n]);
+    }
+    if (desc.has_bias) {
+      const Tensor t = contiguous_host(w.bias);
+      for (int64_t n = 0; n < N; ++n) b[size_t(n)] = half_to_f32(T, t.data_as<uint16_t>()[n]);
+    }
+    wcscales_.upload(wc.data(), wc.size() * 4);
+    bias_.upload(b.data(), b.size() * 4);
+  }
+  check(cudaEventCreateWithFlags(&last_use_, cudaEventDisableTiming), "cudaEventCreate");
+}
+
+Sm90Layer::~Sm90Layer() {
+  if (last_use_) {
+    cudaEventSynchronize(last_use_);
+    cudaEventDestroy(last_use_);
+  }
+}
+
+void Sm90Layer::ensure_workspace(int64_t M) const {
+  const int64_t Mpad = round_up(M, kTileM);
+  if (Mpad <= ws_rows_) return;
+  if (used_) check(cudaEventSynchronize(last_use_), "cudaEventSynchronize(workspace)");
+  const int64_t G = desc.K / kGroup, Mt = Mpad / kTileM;
+  codes_.resize(size_t(Mt * G * kCodeTileBytes));
+  ascale_.resize(size_t(Mt * G * kTileM * 2));
+  lact_.resize(size_t(Mpad * std::max<int64_t>(Rpad_, 1) * 4));
+  ws_rows_ = Mpad;
+}
+
+void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
+  const DType T = desc.dtype == HalfKind::BF16 ? DType::BF16 : DType::F16;
+  const int64_t K = desc.K, N = desc.N;
+  const Device dev{DeviceType::CUDA, device_};
+  if (x.dim() != 2 || x.size(1) != K || x.dtype() != T || !x.is_contiguous() || !(x.device() == dev))
+    throw FormatError("cuda-sm90: input x: expected a contiguous " + std::string(dtype_name(T)) + " tensor [M, " +
+                      std::to_string(K) + "] on cuda:" + std::to_string(device_) + ", found " +
+                      std::string(dtype_name(x.dtype())) + " " + shape_str(x.shape()) +
+                      (x.device().type == DeviceType::CUDA ? " on cuda:" + std::to_string(x.device().index) : " on the host"));
+  const int64_t M = x.size(0);
+  if (y.dim() != 2 || y.size(0) != M || y.size(1) != N || y.dtype() != T || !y.is_contiguous() || !(y.device() == dev))
+    throw FormatError("cuda-sm90: output y: expected a contiguous " + std::string(dtype_name(T)) + " tensor " +
+                      shape_str({M, N}) + " on cuda:" + std::to_string(device_) + ", found " +
+                      std::string(dtype_name(y.dtype())) + " " + shape_str(y.shape()));
+  if (M == 0) return;
+
+  std::lock_guard<std::mutex> lock(mutex_);
+  ensure_workspace(M);
+  if (used_ && stream != last_stream_) check(cudaStreamWaitEvent(stream, last_use_, 0), "cudaStreamWaitEvent");
+
+  const HalfType ht = desc.dtype == HalfKind::BF16 ? HalfType::BF16 : HalfType::FP16;
+  ActQuantParams a;
+  a.x = x.data_as<uint16_t>();
+  a.smooth = smooth_.as<uint16_t>();
+  a.pdfrag = pdfrag_.as<uint32_t>();
+  a.codes = codes_.as<uint8_t>();
+  a.ascale = ascale_.as<uint16_t>();
+  a.lact = lact_.as<float>();
+  a.M = M;
+  a.K = K;
+  a.Rpad = int(Rpad_);
+  a.act_unsigned = desc.act_unsigned;
+  a.dtype = ht;
+  launch_act_quant(a, stream);
+
+  GemmParams g;
+  g.codes = codes_.as<uint8_t>();
+  g.ascale = ascale_.as<uint16_t>();
+  g.lact = lact_.as<float>();
+  g.wfrag = wfrag_.as<uint8_t>();
+  g.wscale = wscale_.as<uint16_t>();
+  g.wcscales = wcscales_.as<float>();
+  g.bias = bias_.as<float>();
+  g.proj_up = proj_up_.as<float>();
+  g.y = y.data_as<uint16_t>();
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.Rpad = int(Rpad_);
+  g.alpha = alpha_;
+  g.half_accumulate = options.accumulate == Accumulate::HALF;
+  g.dtype = ht;
+  launch_w4a4_gemm(g, stream);
+
+  check(cudaEventRecord(last_use_, stream), "cudaEventRecord");
+  last_stream_ = stream;
+  used_ = true;
+}
+
+}  // namespace svdquant::cuda

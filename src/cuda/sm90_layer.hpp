@@ -1,0 +1,45 @@
+// A layer prepared for the cuda-sm90 backend: the canonical tensors repacked into the layouts of
+// sm90_layout.hpp, on the device, plus a reusable workspace for the activations.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <mutex>
+
+#include "device_buffer.hpp"
+#include "sm90_kernels.hpp"
+#include "svdquant/backend.hpp"
+#include "svdquant/checkpoint.hpp"
+
+namespace svdquant::cuda {
+
+class Sm90Layer final : public PreparedLayer {
+ public:
+  // Repacks `w` (host tensors; int4 precision) on the current CUDA device.
+  Sm90Layer(const LayerWeights& w, const ForwardOptions& opt);
+  ~Sm90Layer() override;
+
+  // x: [M, K] T, y: [M, N] T, device tensors on this layer's device. Calls on one layer are
+  // ordered: a call on another stream first waits for the previous call's work.
+  void forward(const Tensor& x, Tensor& y, cudaStream_t stream) const;
+
+  int device() const { return device_; }
+
+ private:
+  void ensure_workspace(int64_t M) const;  // called with mutex_ held
+
+  int device_ = 0;
+  int64_t Rpad_ = 0;
+  float alpha_ = 1.0f;
+  DeviceBuffer wfrag_, wscale_, smooth_, pdfrag_, proj_up_, wcscales_, bias_;
+
+  // Workspace (grows with M, reused across calls).
+  mutable std::mutex mutex_;
+  mutable int64_t ws_rows_ = 0;  // Mpad the workspace holds
+  mutable DeviceBuffer codes_, ascale_, lact_;
+  mutable cudaEvent_t last_use_ = nullptr;
+  mutable cudaStream_t last_stream_ = nullptr;
+  mutable bool used_ = false;
+};
+
+}  // namespace svdquant::cuda

@@ -1,0 +1,57 @@
+// The cuda-sm90 backend's own layouts (built by `prepare` from the canonical tensors, and by the
+// activation kernel at run time). One GEMM tile is kTileM activation rows x kTileN output columns;
+// every K step is one quantization group of 64.
+//
+// Activation codes (written by the activation kernel, read by the GEMM with one bulk copy per
+// tile and group): e4m3 bytes of the int4 code values (exact: |q| <= 15), in tiles
+//   codes[mt][g][8192], mt = m / 128, g = k / 64,
+// each tile in wgmma's K-major "no swizzle" core-matrix order for a 128 x 64 byte operand:
+//   offset(r, c) = (c / 16) * 2048 + (r / 8) * 128 + (r % 8) * 16 + (c % 16)   (r row, c column)
+// Activation scales: ascale[mt][g][128] of T (the raw 16-bit pattern).
+// Low-rank activations: lact[Mpad][Rpad] float32.
+//
+// Weights (built by prepare): int4 codes kept 4-bit, in the register-fragment order of wgmma's A
+// operand (the weight rows are wgmma's M side, so the GEMM computes y^T tiles):
+//   wfrag[nt][g][wg][tid][16 bytes], nt = n / 128, wg in {0, 1} (64 rows each), tid in [0, 128)
+// 16 bytes = 4 words; word 2h + j (h: k half of 32, j in {0, 1}) holds two 4-value registers,
+// low 16 bits register a(2j), high 16 bits register a(2j+1); nibble i of a register is the value at
+//   a0: row g8,     k = 32h + 4t + i       a1: row g8 + 8, k = 32h + 4t + i
+//   a2: row g8,     k = 32h + 16 + 4t + i  a3: row g8 + 8, k = 32h + 16 + 4t + i
+// with row = 64 wg + 16 (tid / 32) + g8, g8 = (tid % 32) / 4, t = tid % 4.
+// Weight scales: wscale[nt][g][128] of T. Padding rows (n >= N) have codes 0 and scales 0.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define SVDQUANT_HD __host__ __device__
+#else
+#define SVDQUANT_HD
+#endif
+
+namespace svdquant::cuda {
+
+inline constexpr int kTileM = 128;        // activation rows per GEMM tile (wgmma N)
+inline constexpr int kTileN = 128;        // output columns per GEMM tile (2 warpgroups x wgmma M 64)
+inline constexpr int kGroup = 64;         // int4 group size along K (NUMERICS.md §1)
+inline constexpr int kCodeTileBytes = kTileM * kGroup;       // 8192
+inline constexpr int kWeightTileBytes = kTileN * kGroup / 2;  // 4096
+inline constexpr int kMaxRank = 128;      // largest low-rank R the kernels are built for
+
+SVDQUANT_HD inline constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+SVDQUANT_HD inline constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Byte offset of (row r in [0,128), column c in [0,64)) inside one activation code tile.
+SVDQUANT_HD inline constexpr int code_tile_offset(int r, int c) {
+  return (c / 16) * 2048 + (r / 8) * 128 + (r % 8) * 16 + (c % 16);
+}
+
+// Low-rank padding: R rounded up to 8 x (a power of two) tiles of 8, the kernels' instantiations
+// (8, 16, 32, 64, 128); 0 stays 0.
+inline int64_t padded_rank(int64_t R) {
+  if (R <= 0) return 0;
+  int64_t tiles = 1;
+  while (tiles * 8 < R) tiles *= 2;
+  return tiles * 8;
+}
+
+}  // namespace svdquant::cuda

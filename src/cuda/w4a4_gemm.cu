@@ -1,0 +1,250 @@
+// The W4A4 GEMM of the cuda-sm90 backend (NUMERICS.md §4) with its epilogue (§4.3).
+//
+// One CTA computes a 128 (n) x 128 (m) tile of y^T: the weight rows are wgmma's M side (A from
+// registers: the 4-bit weights are expanded to e4m3 in registers, so they stay 4-bit in memory and
+// in shared memory) and the activation rows are wgmma's N side (B, e4m3 codes in shared memory).
+// int4 values are exact in e4m3 and every product and group sum (|p| <= 7680) is exact in the
+// float32 accumulators, so each group's wgmma result is the exact integer p[g] of §4.
+//
+// Warp roles: warps 0-7 are two consumer warpgroups (64 weight rows each); warp 8 is the
+// producer: one thread streams, per group, the activation code tile (8 KB), the weight tile
+// (4 KB) and both scale vectors into a ring of shared-memory stages with 1-D bulk copies that
+// complete on "full" mbarriers; consumers release stages on "empty" mbarriers.
+// Per group each consumer runs two wgmma k32 steps into a partial-sum buffer and then folds it
+// into its accumulator with the two-sided scale: §4.1 (float32, fma) or §4.2 (T, one T_fma per
+// group in group order via __hfma2, bitwise the CPU `half` mode). The two consumer warpgroups are
+// independent, so one's scaling overlaps the other's tensor-core work.
+// Epilogue: ·alpha, ·wcscales + bias (two float32 operations, §4.3), + lora_act · proj_upᵀ
+// (float32 FMAs, r ascending), rounded to T and stored with bounds checks (any M, N).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "cuda_check.hpp"
+#include "sm90_kernels.hpp"
+#include "sm90_layout.hpp"
+#include "sm90_primitives.cuh"
+
+namespace svdquant::cuda {
+namespace {
+
+using namespace sm90;
+
+constexpr int kStages = 5;
+constexpr int kConsumerWarps = 8;
+constexpr int kConsumerThreads = kConsumerWarps * 32;
+constexpr int kThreads = kConsumerThreads + 32;
+constexpr int kLoraChunk = 32;           // ranks staged in shared memory at a time
+constexpr int kLoraStride = kTileM + 4;  // floats per staged rank row
+
+struct __align__(128) Stage {
+  uint8_t codes[kCodeTileBytes];     // activation codes, wgmma no-swizzle K-major layout
+  uint8_t weights[kWeightTileBytes]; // weight fragments [wg][tid][16 bytes]
+  uint16_t ascale[kTileM];
+  uint16_t wscale[kTileN];
+};
+static_assert(sizeof(Stage) % 128 == 0);
+constexpr uint32_t kStageTxBytes = kCodeTileBytes + kWeightTileBytes + 2 * kTileM + 2 * kTileN;
+constexpr size_t kSmemBytes = kStages * sizeof(Stage) + 2 * kStages * sizeof(uint64_t);
+static_assert(kLoraChunk * kLoraStride * sizeof(float) <= kStages * sizeof(Stage));
+
+template <bool BF16> struct Half;
+template <> struct Half<true> {
+  using T2 = __nv_bfloat162;
+  static __device__ float to_f32(uint16_t b) { return __uint_as_float(uint32_t(b) << 16); }
+  static __device__ uint16_t from_f32(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+  static __device__ T2 pack(float lo, float hi) { return __floats2bfloat162_rn(lo, hi); }
+  static __device__ float2 unpack(T2 v) { return __bfloat1622float2(v); }
+  static __device__ T2 zero2() { return __floats2bfloat162_rn(0.0f, 0.0f); }
+};
+template <> struct Half<false> {
+  using T2 = __half2;
+  static __device__ float to_f32(uint16_t b) { return __half2float(__ushort_as_half(b)); }
+  static __device__ uint16_t from_f32(float f) { return __half_as_ushort(__float2half_rn(f)); }
+  static __device__ T2 pack(float lo, float hi) { return __floats2half2_rn(lo, hi); }
+  static __device__ float2 unpack(T2 v) { return __half22float2(v); }
+  static __device__ T2 zero2() { return __floats2half2_rn(0.0f, 0.0f); }
+};
+
+// Four int4 codes (the nibbles of the low 16 bits of w, two's complement) -> four e4m3 bytes.
+__device__ __forceinline__ uint32_t int4x4_to_e4m3(uint32_t w) {
+  const uint32_t sel = w & 0x7777u;
+  const uint32_t pos = __byte_perm(0x44403800u, 0x4E4C4A48u, sel);  // 0 .. 7
+  const uint32_t neg = __byte_perm(0xCACCCED0u, 0xB8C0C4C8u, sel);  // -8 .. -1
+  return __byte_perm(pos, neg, 0x3210u | ((w >> 1) & 0x4444u));     // sign bit picks neg
+}
+
+template <bool BF16, bool HALF_ACC>
+__global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams p) {
+  using H = Half<BF16>;
+  extern __shared__ __align__(128) uint8_t smem[];
+  Stage* stages = reinterpret_cast<Stage*>(smem);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * sizeof(Stage));
+  uint64_t* empty = full + kStages;
+
+  const int64_t nt = blockIdx.x, mt = blockIdx.y;
+  const int64_t G = p.K / kGroup;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], kConsumerWarps);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (warp == kConsumerWarps) {
+    // Producer.
+    if (lane == 0) {
+      for (int64_t g = 0; g < G; ++g) {
+        const int s = int(g % kStages);
+        if (g >= kStages) mbar_wait(&empty[s], uint32_t((g / kStages - 1) & 1));
+        Stage& st = stages[s];
+        mbar_arrive_expect_tx(&full[s], kStageTxBytes);
+        bulk_copy_g2s(st.codes, p.codes + (mt * G + g) * kCodeTileBytes, kCodeTileBytes, &full[s]);
+        bulk_copy_g2s(st.weights, p.wfrag + (nt * G + g) * kWeightTileBytes, kWeightTileBytes, &full[s]);
+        bulk_copy_g2s(st.ascale, p.ascale + (mt * G + g) * kTileM, 2 * kTileM, &full[s]);
+        bulk_copy_g2s(st.wscale, p.wscale + (nt * G + g) * kTileN, 2 * kTileN, &full[s]);
+      }
+    }
+    return;
+  }
+
+  // Consumers.
+  const int wg = warp / 4, tid = threadIdx.x % 128, wq = warp % 4;
+  const int g8 = lane / 4, t = lane % 4;
+  const int row0 = wg * 64 + wq * 16 + g8;  // local weight rows row0 and row0 + 8
+
+  float part[64];
+  float acc[HALF_ACC ? 1 : 64];
+  typename H::T2 hacc[HALF_ACC ? 32 : 1];
+  if constexpr (HALF_ACC) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) hacc[i] = H::zero2();
+  } else {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  }
+
+  for (int64_t g = 0; g < G; ++g) {
+    const int s = int(g % kStages);
+    mbar_wait(&full[s], uint32_t((g / kStages) & 1));
+    const Stage& st = stages[s];
+
+    const uint4 wv = *reinterpret_cast<const uint4*>(st.weights + (wg * 128 + tid) * 16);
+    uint32_t a0[4] = {int4x4_to_e4m3(wv.x), int4x4_to_e4m3(wv.x >> 16), int4x4_to_e4m3(wv.y),
+                      int4x4_to_e4m3(wv.y >> 16)};
+    uint32_t a1[4] = {int4x4_to_e4m3(wv.z), int4x4_to_e4m3(wv.z >> 16), int4x4_to_e4m3(wv.w),
+                      int4x4_to_e4m3(wv.w >> 16)};
+    const float sw0 = H::to_f32(st.wscale[row0]);
+    const float sw1 = H::to_f32(st.wscale[row0 + 8]);
+    float sa[32];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const uint32_t v = *reinterpret_cast<const uint32_t*>(&st.ascale[8 * j + 2 * t]);
+      sa[2 * j] = H::to_f32(uint16_t(v & 0xFFFF));
+      sa[2 * j + 1] = H::to_f32(uint16_t(v >> 16));
+    }
+
+    wgmma_fence();
+    wgmma_m64n128k32_e4m3_rs(part, a0, smem_desc(st.codes, 2048, 128), 0);
+    wgmma_m64n128k32_e4m3_rs(part, a1, smem_desc(st.codes + 2 * 2048, 2048, 128), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(part);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[s]);
+
+    // Fold the exact group sums into the accumulator (part[4j + e]: row row0 + 8 (e / 2),
+    // activation row 8 j + 2 t + e % 2 of the tile).
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      if constexpr (HALF_ACC) {
+        // §4.2: acc = T_fma(T(p), T(s_a * s_w), acc), pairs of adjacent activation rows.
+        const typename H::T2 s_lo = H::pack(__fmul_rn(sa[2 * j], sw0), __fmul_rn(sa[2 * j + 1], sw0));
+        const typename H::T2 s_hi = H::pack(__fmul_rn(sa[2 * j], sw1), __fmul_rn(sa[2 * j + 1], sw1));
+        hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), s_lo, hacc[2 * j]);
+        hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), s_hi, hacc[2 * j + 1]);
+      } else {
+        // §4.1 with the product p * (s_a * s_w) and the sum fused (allowed: wider accumulation).
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], __fmul_rn(sa[2 * j], sw0), acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], __fmul_rn(sa[2 * j + 1], sw0), acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], __fmul_rn(sa[2 * j], sw1), acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], __fmul_rn(sa[2 * j + 1], sw1), acc[4 * j + 3]);
+      }
+    }
+  }
+
+  // Epilogue. part[] now holds u = lora_act · proj_upᵀ.
+#pragma unroll
+  for (int i = 0; i < 64; ++i) part[i] = 0.0f;
+  const int64_t n0 = nt * kTileN + row0, n1 = n0 + 8;  // < Npad: proj_up, wcscales, bias are padded
+  float* lT = reinterpret_cast<float*>(smem);           // [kLoraChunk][kLoraStride], stages reused
+  for (int r0 = 0; r0 < p.Rpad; r0 += kLoraChunk) {
+    const int rc = min(kLoraChunk, p.Rpad - r0);
+    named_barrier(1, kConsumerThreads);  // all stages consumed / previous chunk used
+    for (int i = threadIdx.x; i < rc * kTileM; i += kConsumerThreads) {
+      const int m = i / rc, r = i % rc;
+      lT[r * kLoraStride + m] = p.lact[(mt * kTileM + m) * p.Rpad + r0 + r];
+    }
+    named_barrier(1, kConsumerThreads);
+    for (int r = 0; r < rc; ++r) {
+      const float u0 = __ldg(&p.proj_up[n0 * p.Rpad + r0 + r]);
+      const float u1 = __ldg(&p.proj_up[n1 * p.Rpad + r0 + r]);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const float2 l = *reinterpret_cast<const float2*>(&lT[r * kLoraStride + 8 * j + 2 * t]);
+        part[4 * j + 0] = fmaf(l.x, u0, part[4 * j + 0]);
+        part[4 * j + 1] = fmaf(l.y, u0, part[4 * j + 1]);
+        part[4 * j + 2] = fmaf(l.x, u1, part[4 * j + 2]);
+        part[4 * j + 3] = fmaf(l.y, u1, part[4 * j + 3]);
+      }
+    }
+  }
+
+  const float wc0 = p.wcscales[n0], wc1 = p.wcscales[n1];
+  const float b0 = p.bias[n0], b1 = p.bias[n1];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t m = mt * kTileM + 8 * j + 2 * t + (e % 2);
+      const int64_t n = (e < 2) ? n0 : n1;
+      float v;
+      if constexpr (HALF_ACC) {
+        const float2 h = H::unpack(hacc[2 * j + e / 2]);
+        v = (e % 2) ? h.y : h.x;
+      } else {
+        v = acc[4 * j + e];
+      }
+      v = __fmul_rn(v, p.alpha);
+      v = __fadd_rn(__fmul_rn(v, e < 2 ? wc0 : wc1), e < 2 ? b0 : b1);
+      v = __fadd_rn(v, part[4 * j + e]);
+      if (m < p.M && n < p.N) p.y[m * p.N + n] = H::from_f32(v);
+    }
+  }
+}
+
+template <bool BF16, bool HALF_ACC>
+void launch_typed(const GemmParams& p, cudaStream_t stream) {
+  auto kernel = w4a4_gemm_kernel<BF16, HALF_ACC>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)),
+        "cudaFuncSetAttribute(w4a4_gemm_kernel)");
+  const dim3 grid(unsigned(ceil_div(p.N, kTileN)), unsigned(ceil_div(p.M, kTileM)));
+  kernel<<<grid, kThreads, kSmemBytes, stream>>>(p);
+  check_launch("w4a4_gemm_kernel");
+}
+
+}  // namespace
+
+void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
+  if (p.M == 0) return;
+  if (p.dtype == HalfType::BF16) {
+    p.half_accumulate ? launch_typed<true, true>(p, stream) : launch_typed<true, false>(p, stream);
+  } else {
+    p.half_accumulate ? launch_typed<false, true>(p, stream) : launch_typed<false, false>(p, stream);
+  }
+}
+
+}  // namespace svdquant::cuda
