@@ -8,63 +8,14 @@
 #include <vector>
 
 #include "sm90_layout.hpp"
+#include "sm90_pack.hpp"
 #include "svdquant/error.hpp"
 #include "svdquant/float_formats.hpp"
 
 namespace svdquant::cuda {
 namespace {
 
-// A contiguous host copy when the tensor is a strided view; otherwise the tensor itself.
 Tensor contiguous_host(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
-
-std::vector<uint8_t> pack_weight_fragments(const Tensor& qweight, int64_t N, int64_t K) {
-  const Tensor q = contiguous_host(qweight);
-  const auto* src = q.data_as<uint8_t>();
-  const int64_t G = K / kGroup, Nt = ceil_div(N, kTileN);
-  std::vector<uint8_t> out(size_t(Nt * G * kWeightTileBytes), 0);
-  auto nibble = [&](int64_t n, int64_t k) -> uint32_t {
-    if (n >= N) return 0;
-    const uint8_t b = src[n * (K / 2) + k / 2];
-    return (k % 2 == 0) ? (b & 0xF) : (b >> 4);
-  };
-  for (int64_t nt = 0; nt < Nt; ++nt)
-    for (int64_t g = 0; g < G; ++g) {
-      uint8_t* tile = out.data() + (nt * G + g) * kWeightTileBytes;
-      for (int wg = 0; wg < 2; ++wg)
-        for (int tid = 0; tid < 128; ++tid) {
-          uint32_t words[4] = {0, 0, 0, 0};
-          const int g8 = (tid % 32) / 4, t = tid % 4;
-          const int64_t row = nt * kTileN + wg * 64 + (tid / 32) * 16 + g8;
-          for (int h = 0; h < 2; ++h)
-            for (int reg = 0; reg < 4; ++reg)
-              for (int i = 0; i < 4; ++i) {
-                const int64_t n = row + 8 * (reg % 2);
-                const int64_t k = g * kGroup + 32 * h + 16 * (reg / 2) + 4 * t + i;
-                words[2 * h + reg / 2] |= nibble(n, k) << (16 * (reg % 2) + 4 * i);
-              }
-          std::memcpy(tile + (wg * 128 + tid) * 16, words, 16);
-        }
-    }
-  return out;
-}
-
-std::vector<uint32_t> pack_proj_down(const Tensor& proj_down, int64_t K, int64_t R, int64_t Rpad) {
-  const Tensor pd = contiguous_host(proj_down);
-  const auto* src = pd.data_as<uint16_t>();
-  const int64_t G = K / kGroup, RT = Rpad / 8;
-  std::vector<uint32_t> out(size_t(G * 4 * RT * 32 * 2), 0);
-  auto at = [&](int64_t k, int64_t n) -> uint32_t { return n < R ? src[k * R + n] : 0; };
-  for (int64_t g = 0; g < G; ++g)
-    for (int kk = 0; kk < 4; ++kk)
-      for (int64_t j = 0; j < RT; ++j)
-        for (int lane = 0; lane < 32; ++lane) {
-          const int64_t kb = g * kGroup + kk * 16, n = j * 8 + lane / 4, t = lane % 4;
-          const size_t idx = size_t((((g * 4 + kk) * RT + j) * 32 + lane) * 2);
-          out[idx] = at(kb + 2 * t, n) | (at(kb + 2 * t + 1, n) << 16);
-          out[idx + 1] = at(kb + 2 * t + 8, n) | (at(kb + 2 * t + 9, n) << 16);
-        }
-  return out;
-}
 
 }  // namespace
 
