@@ -85,6 +85,13 @@ LowRank full_lapack(const float* A, int64_t N, int64_t K, int64_t rank) {
 
 }  // namespace
 
+SvdOptions svd_options(const QuantizeOptions& opt) {
+  SvdOptions s;
+  s.method = opt.svd == QuantizeOptions::Svd::LAPACK ? SvdMethod::LAPACK : SvdMethod::RANDOMIZED;
+  s.power_iterations = opt.power_iterations;
+  return s;
+}
+
 LowRank truncated_svd(const float* A, int64_t N, int64_t K, int64_t rank, const SvdOptions& opt) {
   rank = std::clamp<int64_t>(rank, 0, std::min(N, K));
   if (rank == 0) return LowRank{N, K, 0, {}, {}, {}};

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "svdquant/quantize.hpp"
+
 namespace svdquant::quant {
 
 struct LowRank {
@@ -25,6 +27,9 @@ struct SvdOptions {
 // Halko-Martinsson-Tropp randomized range finder with re-orthonormalized power iterations, then an
 // exact SVD of the small projected matrix; or a full LAPACK thin SVD (sgesdd) truncated to r.
 // Deterministic: the Gaussian test matrix comes from a fixed-seed generator.
+// The SVD settings of a QuantizeOptions.
+SvdOptions svd_options(const QuantizeOptions& opt);
+
 LowRank truncated_svd(const float* A, int64_t N, int64_t K, int64_t rank, const SvdOptions& opt = {});
 
 }  // namespace svdquant::quant

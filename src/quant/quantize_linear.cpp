@@ -16,7 +16,7 @@ LayerWeights quantize_linear(const std::vector<float>& W, int64_t N, int64_t K, 
     for (float& s : span_x) s += kGeluShift;
   const std::vector<float> lambda = quant::smoothing_factors(span_w, span_x, opt.alpha, opt.dtype);
   const std::vector<float> w_hat = quant::smoothed_weight(W.data(), N, K, lambda);
-  const quant::LowRank lr = quant::truncated_svd(w_hat.data(), N, K, opt.rank);
+  const quant::LowRank lr = quant::truncated_svd(w_hat.data(), N, K, opt.rank, quant::svd_options(opt));
   return quant::build_layer(W.data(), N, K, bias, lambda, lr, opt).weights;
 }
 
