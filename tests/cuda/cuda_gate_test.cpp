@@ -1,0 +1,81 @@
+// The hardware gate of cuda-sm90 (backend.hpp): registered exactly when CUDA was built, refusing
+// with a reason (never throwing) where it cannot run, and accepting int4 layers on Hopper.
+#include <gtest/gtest.h>
+
+#include "cuda_test_util.hpp"
+#include "svdquant/error.hpp"
+
+using namespace svdquant;
+
+namespace {
+
+LayerDesc int4_desc() {
+  LayerDesc d;
+  d.N = 3072;
+  d.K = 3072;
+  d.R = 32;
+  return d;
+}
+
+}  // namespace
+
+TEST(CudaGate, RegisteredWhenBuiltWithCuda) {
+#ifdef SVDQUANT_HAVE_CUDA
+  const Backend* b = cudatest::cuda_backend();
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(b->device_type(), DeviceType::CUDA);
+#else
+  EXPECT_EQ(cudatest::cuda_backend(), nullptr);
+  EXPECT_THROW(BackendRegistry::instance().select("cuda", int4_desc(), {}), UnsupportedError);
+#endif
+}
+
+TEST(CudaGate, ReasonNamesTheMissingHardwareOrNothing) {
+  const Backend* b = cudatest::cuda_backend();
+  if (!b) GTEST_SKIP() << "built without CUDA";
+  std::optional<std::string> why;
+  EXPECT_NO_THROW(why = b->unsupported_reason(int4_desc(), {}));
+  if (why) {
+    // No GPU, no driver, or another architecture: the reason says which.
+    EXPECT_TRUE(why->find("CUDA") != std::string::npos || why->find("needs sm_90 (Hopper), found sm_") != std::string::npos)
+        << *why;
+    // Selection by name refuses with that reason; "auto" falls back to the CPU.
+    EXPECT_THROW(BackendRegistry::instance().select("cuda-sm90", int4_desc(), {}), UnsupportedError);
+    EXPECT_EQ(BackendRegistry::instance().select("auto", int4_desc(), {}).name(), "cpu");
+  } else {
+    EXPECT_EQ(BackendRegistry::instance().select("auto", int4_desc(), {}).name(), "cuda-sm90");
+  }
+}
+
+TEST(CudaGate, RefusesWhatItDoesNotImplement) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  const Backend* b = cudatest::cuda_backend();
+  LayerDesc d = int4_desc();
+  ForwardOptions half;
+  half.accumulate = Accumulate::HALF;
+  EXPECT_FALSE(b->unsupported_reason(d, half).has_value());
+  d.dtype = HalfKind::FP16;
+  EXPECT_FALSE(b->unsupported_reason(d, {}).has_value());
+
+  LayerDesc nv = int4_desc();
+  nv.precision = Precision::NVFP4;
+  auto why = b->unsupported_reason(nv, {});
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("nvfp4"), std::string::npos) << *why;
+
+  ForwardOptions fp8;
+  fp8.activations = Activations::FP8;
+  why = b->unsupported_reason(int4_desc(), fp8);
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("fp8"), std::string::npos) << *why;
+
+  LayerDesc big = int4_desc();
+  big.R = 129;
+  why = b->unsupported_reason(big, {});
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("rank"), std::string::npos) << *why;
+
+  LayerDesc badk = int4_desc();
+  badk.K = 96;
+  EXPECT_TRUE(b->unsupported_reason(badk, {}).has_value());
+}

@@ -1,0 +1,149 @@
+// The activation kernel on its own (NUMERICS.md §2, §3, §4.3, §6): codes and scales bit-exact
+// with ref::quantize_activations, including padding rows and non-finite rows, and the low-rank
+// down projection within float32 summation-order error of ref::lowrank_down.
+#include <gtest/gtest.h>
+
+#include "cuda_test_util.hpp"
+
+#ifdef SVDQUANT_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <limits>
+
+#include "device_buffer.hpp"
+#include "sm90_kernels.hpp"
+#include "sm90_layout.hpp"
+#include "sm90_pack.hpp"
+#include "svdquant/cpu_reference.hpp"
+
+using namespace svdquant;
+
+namespace {
+
+struct ActCase {
+  int64_t M, K, R;
+  HalfKind dtype;
+  bool act_unsigned;
+};
+
+class CudaActivationKernel : public ::testing::TestWithParam<ActCase> {};
+
+TEST_P(CudaActivationKernel, CodesScalesBitExactLowRankClose) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  const ActCase c = GetParam();
+  cudatest::LayerSpec spec;
+  spec.N = 64;
+  spec.K = c.K;
+  spec.R = c.R;
+  spec.dtype = c.dtype;
+  spec.act_unsigned = c.act_unsigned;
+  const LayerWeights w = cudatest::random_layer(spec, 1000 + uint64_t(c.M * 7 + c.K));
+  Tensor x = cudatest::random_input(c.M, c.K, c.dtype, c.act_unsigned, 77 + uint64_t(c.M));
+  // Non-finite rows (§6): a NaN in row 0's second group, an Inf in the last row's first group.
+  auto* xp = x.data_as<uint16_t>();
+  xp[c.K > 64 ? 64 + 5 : 5] = f32_to_half(c.dtype, std::numeric_limits<float>::quiet_NaN());
+  xp[(c.M - 1) * c.K + 3] = f32_to_half(c.dtype, -std::numeric_limits<float>::infinity());
+  // An all-zero group (scale 0, codes 0) in row 1's first group.
+  if (c.M > 1)
+    for (int k = 0; k < 64; ++k) xp[c.K + k] = 0;
+
+  const int64_t G = c.K / 64, Mt = cuda::ceil_div(c.M, cuda::kTileM), Mpad = Mt * cuda::kTileM;
+  const int64_t Rpad = cuda::padded_rank(c.R);
+  cuda::DeviceBuffer dx, pd, codes(size_t(Mt * G * cuda::kCodeTileBytes)), ascale(size_t(Mt * G * 128 * 2)),
+      lact(size_t(Mpad * std::max<int64_t>(Rpad, 1) * 4)), smooth;
+  dx.upload(x.data(), x.nbytes());
+  smooth.upload(w.smooth.data(), w.smooth.nbytes());
+  if (Rpad > 0) {
+    const auto frag = cuda::pack_proj_down(w.proj_down, c.K, c.R, Rpad);
+    pd.upload(frag.data(), frag.size() * 4);
+  }
+  // Poison the outputs: every byte the GEMM reads must be written.
+  ASSERT_EQ(cudaMemset(codes.get(), 0x7F, codes.size()), cudaSuccess);
+  ASSERT_EQ(cudaMemset(ascale.get(), 0xFF, ascale.size()), cudaSuccess);
+  ASSERT_EQ(cudaMemset(lact.get(), 0xFF, lact.size()), cudaSuccess);
+
+  cuda::ActQuantParams p;
+  p.x = dx.as<uint16_t>();
+  p.smooth = smooth.as<uint16_t>();
+  p.pdfrag = pd.as<uint32_t>();
+  p.codes = codes.as<uint8_t>();
+  p.ascale = ascale.as<uint16_t>();
+  p.lact = lact.as<float>();
+  p.M = c.M;
+  p.K = c.K;
+  p.Rpad = int(Rpad);
+  p.act_unsigned = c.act_unsigned;
+  p.dtype = c.dtype == HalfKind::BF16 ? cuda::HalfType::BF16 : cuda::HalfType::FP16;
+  cuda::launch_act_quant(p, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+  std::vector<uint8_t> hc(codes.size());
+  std::vector<uint16_t> hs(ascale.size() / 2);
+  std::vector<float> hl(lact.size() / 4);
+  ASSERT_EQ(cudaMemcpy(hc.data(), codes.get(), hc.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(hs.data(), ascale.get(), hs.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(hl.data(), lact.get(), hl.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+
+  const ref::QuantizedActivations q = ref::quantize_activations(x, w, Activations::CHECKPOINT);
+  int64_t bad_codes = 0, bad_scales = 0, bad_pad = 0, nan_scales = 0;
+  for (int64_t m = 0; m < Mpad; ++m)
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t mt = m / 128, r = m % 128;
+      const uint8_t* tile = hc.data() + (mt * G + g) * cuda::kCodeTileBytes;
+      const uint16_t s = hs[size_t((mt * G + g) * 128 + r)];
+      for (int k = 0; k < 64; ++k) {
+        const float v = e4m3_to_f32(tile[cuda::code_tile_offset(int(r), k)]);
+        if (m >= c.M) {
+          bad_pad += v != 0.0f;
+          continue;
+        }
+        bad_codes += v != float(q.codes.data_as<int8_t>()[m * c.K + g * 64 + k]);
+      }
+      if (m >= c.M) {
+        bad_pad += s != 0;
+        continue;
+      }
+      const uint16_t rs = q.scales.data_as<uint16_t>()[m * G + g];
+      const bool gn = std::isnan(half_to_f32(c.dtype, s)), rn = std::isnan(half_to_f32(c.dtype, rs));
+      nan_scales += gn;
+      bad_scales += (gn || rn) ? gn != rn : s != rs;
+    }
+  EXPECT_EQ(bad_codes, 0);
+  EXPECT_EQ(bad_scales, 0);
+  EXPECT_EQ(bad_pad, 0) << "padding rows must hold zero codes and scales";
+  EXPECT_GT(nan_scales, 0) << "the NaN and Inf groups get NaN scales (§6)";
+
+  if (Rpad > 0) {
+    const std::vector<float> l = ref::lowrank_down(x, w);
+    double num = 0, den = 0;
+    int64_t nan_mismatch = 0;  // non-finite on one side only
+    for (int64_t m = 0; m < c.M; ++m)
+      for (int64_t r = 0; r < c.R; ++r) {
+        const float a = hl[size_t(m * Rpad + r)], b = l[size_t(m * c.R + r)];
+        if (!std::isfinite(a) || !std::isfinite(b)) {
+          nan_mismatch += std::isfinite(a) != std::isfinite(b);
+          continue;
+        }
+        num += double(a - b) * double(a - b);
+        den += double(b) * double(b);
+      }
+    EXPECT_EQ(nan_mismatch, 0);
+    EXPECT_LT(std::sqrt(num / den), 1e-5) << "low-rank down projection";
+    for (int64_t m = c.M; m < Mpad; ++m)
+      for (int64_t r = 0; r < Rpad; ++r) EXPECT_EQ(hl[size_t(m * Rpad + r)], 0.0f);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaActivationKernel,
+                         ::testing::Values(ActCase{1, 64, 32, HalfKind::BF16, false},
+                                           ActCase{7, 512, 16, HalfKind::BF16, true},
+                                           ActCase{130, 1024, 32, HalfKind::FP16, false},
+                                           ActCase{33, 640, 128, HalfKind::FP16, true},
+                                           ActCase{300, 3072, 8, HalfKind::BF16, false},
+                                           ActCase{129, 256, 0, HalfKind::BF16, false},
+                                           ActCase{64, 1536, 64, HalfKind::BF16, true}));
+
+}  // namespace
+
+#endif  // SVDQUANT_HAVE_CUDA

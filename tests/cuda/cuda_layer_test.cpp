@@ -1,0 +1,248 @@
+// The whole cuda-sm90 layer against the CPU reference (NUMERICS.md §4): random layers with
+// outlier channels, odd shapes, signed and unsigned activations, bf16 and fp16, both accumulation
+// modes; `half` bitwise where the GEMM alone decides the output; the nunchaku fixtures;
+// determinism, non-finite inputs, device tensors on a stream and bad input.
+#include <gtest/gtest.h>
+
+#include "cuda_test_util.hpp"
+
+#ifdef SVDQUANT_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "svdquant/cpu_reference.hpp"
+#include "svdquant/error.hpp"
+#include "svdquant/layout_canonical.hpp"
+#include "svdquant/safetensors.hpp"
+
+using namespace svdquant;
+
+namespace {
+
+Tensor gpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc) {
+  ForwardOptions opt;
+  opt.accumulate = acc;
+  const Backend* b = cudatest::cuda_backend();
+  auto layer = b->prepare(w, opt);
+  return b->forward_host(*layer, x);
+}
+
+Tensor cpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc) {
+  ForwardOptions opt;
+  opt.accumulate = acc;
+  return ref::forward(x, w, opt);
+}
+
+struct LayerCase {
+  int64_t M, N, K, R;
+  HalfKind dtype;
+  bool act_unsigned;
+  Accumulate acc;
+};
+
+std::string case_name(const ::testing::TestParamInfo<LayerCase>& i) {
+  const LayerCase& c = i.param;
+  return "M" + std::to_string(c.M) + "_N" + std::to_string(c.N) + "_K" + std::to_string(c.K) + "_R" +
+         std::to_string(c.R) + (c.dtype == HalfKind::BF16 ? "_bf16" : "_fp16") + (c.act_unsigned ? "_unsigned" : "_signed") +
+         (c.acc == Accumulate::HALF ? "_half" : "_fp32");
+}
+
+class CudaLayer : public ::testing::TestWithParam<LayerCase> {};
+
+// Full layer (bias, wcscales, low-rank): the low-rank sums and (fp32 mode) the group sums run in
+// another order than the CPU's, so outputs may differ by float32 rounding, i.e. at most one unit
+// in T's last place after the final rounding, and only rarely.
+TEST_P(CudaLayer, MatchesCpuReference) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  const LayerCase c = GetParam();
+  cudatest::LayerSpec s;
+  s.N = c.N;
+  s.K = c.K;
+  s.R = c.R;
+  s.dtype = c.dtype;
+  s.act_unsigned = c.act_unsigned;
+  const uint64_t seed = uint64_t(c.M * 131 + c.N * 17 + c.K);
+  const LayerWeights w = cudatest::random_layer(s, seed);
+  const Tensor x = cudatest::random_input(c.M, c.K, c.dtype, c.act_unsigned, seed + 1);
+  const Tensor y = gpu_forward(w, x, c.acc), r = cpu_forward(w, x, c.acc);
+  ASSERT_EQ(y.shape(), r.shape());
+  const auto st = cudatest::compare_ulp(y, r, c.dtype);
+  EXPECT_LE(st.max_ulp, 1) << "first worst element " << st.first_bad << ": gpu "
+                           << element_as_double(y, std::max<int64_t>(st.first_bad, 0)) << " cpu "
+                           << element_as_double(r, std::max<int64_t>(st.first_bad, 0));
+  EXPECT_LE(double(st.differing), 0.01 * double(r.numel()) + 1) << st.differing << " of " << r.numel() << " differ";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaLayer,
+    ::testing::Values(LayerCase{1, 256, 512, 32, HalfKind::BF16, false, Accumulate::FP32},
+                      LayerCase{7, 200, 256, 32, HalfKind::BF16, false, Accumulate::HALF},
+                      LayerCase{7, 136, 640, 16, HalfKind::FP16, true, Accumulate::FP32},
+                      LayerCase{130, 384, 1024, 128, HalfKind::FP16, false, Accumulate::HALF},
+                      LayerCase{256, 1000, 1024, 0, HalfKind::BF16, true, Accumulate::HALF},
+                      LayerCase{300, 520, 3072, 32, HalfKind::BF16, false, Accumulate::FP32},
+                      LayerCase{4609, 200, 256, 32, HalfKind::BF16, false, Accumulate::FP32},
+                      LayerCase{4609, 136, 128, 8, HalfKind::FP16, true, Accumulate::HALF}),
+    case_name);
+
+// §4.2: with no low-rank branch, bias or wcscales the output is T(f32(acc)) = acc, so the GEMM's
+// group accumulation in T is compared bit for bit.
+class CudaHalfBitwise : public ::testing::TestWithParam<std::tuple<HalfKind, bool>> {};
+
+TEST_P(CudaHalfBitwise, GroupAccumulationIsBitwiseTheCpus) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  cudatest::LayerSpec s;
+  s.N = 264;
+  s.K = 2048;
+  s.R = 16;
+  s.dtype = std::get<0>(GetParam());
+  s.act_unsigned = std::get<1>(GetParam());
+  s.bias = false;
+  s.wcscales = false;
+  s.zero_lowrank = true;
+  const LayerWeights w = cudatest::random_layer(s, 4242);
+  const Tensor x = cudatest::random_input(203, s.K, s.dtype, s.act_unsigned, 4243);
+  const Tensor y = gpu_forward(w, x, Accumulate::HALF), r = cpu_forward(w, x, Accumulate::HALF);
+  const auto st = cudatest::compare_ulp(y, r, s.dtype);
+  EXPECT_EQ(st.differing, 0) << "max " << st.max_ulp << " ulp at " << st.first_bad;
+  // The same layer in fp32 mode differs from half mode (the check above is not vacuous).
+  const Tensor y32 = gpu_forward(w, x, Accumulate::FP32);
+  EXPECT_GT(cudatest::compare_ulp(y32, y, s.dtype).differing, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, CudaHalfBitwise,
+                         ::testing::Combine(::testing::Values(HalfKind::BF16, HalfKind::FP16), ::testing::Bool()));
+
+// The nunchaku fixtures (tests/data): int4 layers against the CPU and the float64 reference;
+// the nvfp4 one is refused by the gate until nvfp4 is implemented.
+class CudaFixture : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CudaFixture, MatchesCpuAndFloat64Reference) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  const std::string name = GetParam();
+  SafetensorsFile f = SafetensorsFile::open(std::string(SVDQUANT_CUDA_TEST_DATA) + "/" + name + ".safetensors");
+  const auto meta = nlohmann::json::parse(f.metadata().at("case"));
+  const Precision prec = parse_precision(meta["precision"].get<std::string>());
+  LayerWeights w;
+  w.prefix = name;
+  w.qweight = pack_codes(f.tensor("canonical.codes"), prec);
+  w.wscales = f.tensor("canonical.wscales");
+  w.smooth = f.tensor("canonical.smooth");
+  w.proj_down = f.tensor("canonical.proj_down");
+  w.proj_up = f.tensor("canonical.proj_up");
+  w.bias = f.tensor("canonical.bias");
+  w.wcscales = f.tensor("canonical.wcscales");
+  w.wtscale = f.tensor("canonical.wtscale");
+  w.validate(prec, meta["act_unsigned"].get<bool>());
+  const Backend* b = cudatest::cuda_backend();
+  if (prec == Precision::NVFP4) {
+    const auto why = b->unsupported_reason(w.desc, {});
+    ASSERT_TRUE(why.has_value());
+    EXPECT_NE(why->find("nvfp4"), std::string::npos);
+    EXPECT_THROW(b->prepare(w, {}), UnsupportedError);
+    return;
+  }
+  const Tensor x = f.tensor("forward.x");
+  for (Accumulate acc : {Accumulate::FP32, Accumulate::HALF}) {
+    const Tensor y = gpu_forward(w, x, acc), r = cpu_forward(w, x, acc);
+    const auto st = cudatest::compare_ulp(y, r, w.desc.dtype);
+    EXPECT_LE(st.max_ulp, 1) << name << " " << to_string(acc);
+    EXPECT_LT(cudatest::rel_l2(y, f.tensor("forward.y_ref_f64")), acc == Accumulate::FP32 ? 1e-3 : 1e-2) << name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixture,
+                         ::testing::Values("int4_k256_n256_r32", "int4_unsigned_k512_n128_r32", "nvfp4_k256_n256_r32"));
+
+TEST(CudaLayerRuns, DeterministicAcrossCallsAndStreams) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  cudatest::LayerSpec s;
+  s.N = 640;
+  s.K = 1536;
+  s.R = 32;
+  const LayerWeights w = cudatest::random_layer(s, 9);
+  const Tensor x = cudatest::random_input(515, s.K, s.dtype, false, 10);
+  const Backend* b = cudatest::cuda_backend();
+  auto layer = b->prepare(w, {});
+  const Tensor y1 = b->forward_host(*layer, x);
+  const Tensor y2 = b->forward_host(*layer, x);
+  EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.nbytes()), 0);
+
+  // Device tensors on a user stream, output poisoned first; a smaller M reuses the workspace.
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  void *dx = nullptr, *dy = nullptr;
+  ASSERT_EQ(cudaMalloc(&dx, x.nbytes()), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dy, y1.nbytes()), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dx, x.data(), x.nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dy, 0xFF, y1.nbytes()), cudaSuccess);
+  const Device dev{DeviceType::CUDA, 0};
+  const int64_t Msub = 100;
+  Tensor tx = Tensor::wrap(dx, x.dtype(), {Msub, s.K}, dev);
+  Tensor ty = Tensor::wrap(dy, x.dtype(), {Msub, s.N}, dev);
+  b->forward(*layer, tx, ty, stream);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  std::vector<uint16_t> host(size_t(Msub * s.N));
+  ASSERT_EQ(cudaMemcpy(host.data(), dy, host.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(std::memcmp(host.data(), y1.data(), host.size() * 2), 0) << "rows do not depend on M";
+  // The rows beyond Msub were not touched.
+  uint16_t after = 0;
+  ASSERT_EQ(cudaMemcpy(&after, static_cast<uint16_t*>(dy) + Msub * s.N, 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(after, 0xFFFF);
+  cudaFree(dx);
+  cudaFree(dy);
+  cudaStreamDestroy(stream);
+}
+
+TEST(CudaLayerRuns, NonFiniteInputGivesNaNRows) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  cudatest::LayerSpec s;
+  s.N = 192;
+  s.K = 512;
+  s.R = 16;
+  const LayerWeights w = cudatest::random_layer(s, 21);
+  Tensor x = cudatest::random_input(9, s.K, s.dtype, false, 22);
+  x.data_as<uint16_t>()[2 * s.K + 300] = f32_to_half(s.dtype, std::numeric_limits<float>::quiet_NaN());
+  x.data_as<uint16_t>()[5 * s.K + 7] = f32_to_half(s.dtype, std::numeric_limits<float>::infinity());
+  for (Accumulate acc : {Accumulate::FP32, Accumulate::HALF}) {
+    const Tensor y = gpu_forward(w, x, acc);
+    for (int64_t m = 0; m < 9; ++m)
+      for (int64_t n = 0; n < s.N; ++n) {
+        const double v = element_as_double(y, m * s.N + n);
+        if (m == 2 || m == 5) EXPECT_TRUE(std::isnan(v)) << m << "," << n;
+        else EXPECT_TRUE(std::isfinite(v)) << m << "," << n;
+      }
+    EXPECT_LE(cudatest::compare_ulp(y, cpu_forward(w, x, acc), s.dtype).max_ulp, 1);
+  }
+}
+
+TEST(CudaLayerRuns, BadInputIsRefusedWithTheTensorNamed) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  cudatest::LayerSpec s;
+  s.N = 128;
+  s.K = 256;
+  const LayerWeights w = cudatest::random_layer(s, 5);
+  const Backend* b = cudatest::cuda_backend();
+  auto layer = b->prepare(w, {});
+  // Host tensors handed to the device forward.
+  Tensor x = cudatest::random_input(4, s.K, s.dtype, false, 6);
+  Tensor y = Tensor::zeros(x.dtype(), {4, s.N});
+  try {
+    b->forward(*layer, x, y, nullptr);
+    FAIL() << "host tensors accepted";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("input x"), std::string::npos) << e.what();
+  }
+  // Wrong K and wrong dtype through forward_host.
+  EXPECT_THROW(b->forward_host(*layer, cudatest::random_input(4, 192, s.dtype, false, 7)), FormatError);
+  EXPECT_THROW(b->forward_host(*layer, cudatest::random_input(4, s.K, HalfKind::FP16, false, 7)), FormatError);
+  // M = 0 gives an empty output.
+  EXPECT_EQ(b->forward_host(*layer, Tensor::zeros(x.dtype(), {0, s.K})).numel(), 0);
+}
+
+}  // namespace
+
+#endif  // SVDQUANT_HAVE_CUDA
