@@ -17,8 +17,13 @@ void write_atomically(const std::filesystem::path& dest,
   std::error_code ec;
   if (!fs::is_directory(parent, ec))
     throw Error("cannot write " + dest.string() + ": directory " + parent.string() + " does not exist");
-  fs::path tmp = parent / ("." + dest.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
-                           std::to_string(counter++));
+  std::string name = ".";
+  name += dest.filename().string();
+  name += ".tmp-";
+  name += std::to_string(::getpid());
+  name += '-';
+  name += std::to_string(counter++);
+  const fs::path tmp = parent / name;
   try {
     write(tmp);
     if (fs::is_directory(dest, ec) && fs::is_directory(tmp, ec)) fs::remove_all(dest);
