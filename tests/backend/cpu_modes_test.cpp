@@ -86,6 +86,15 @@ uint16_t round_to_t_exact(HalfKind T, __float128 v) {
   return best;
 }
 
+// NUMERICS.md §4.3 for one output: y * wcscales + bias, plus the low-rank up projection, to T.
+uint16_t epilogue(const LayerWeights& w, const float* l_row, int64_t n, float y) {
+  const auto& d = w.desc;
+  y = y * float(element_as_double(w.wcscales, n)) + float(element_as_double(w.bias, n));
+  float u = 0.0f;
+  for (int64_t r = 0; r < d.R; ++r) u = u + l_row[r] * float(element_as_double(w.proj_up, n * d.R + r));
+  return f32_to_half(d.dtype, y + u);
+}
+
 Tensor emulate_half(const Tensor& x, const LayerWeights& w) {
   const auto& d = w.desc;
   const HalfKind T = d.dtype;
@@ -106,10 +115,7 @@ Tensor emulate_half(const Tensor& x, const LayerWeights& w) {
         acc = half_to_f32(T, round_to_t_exact(T, (__float128)a * b + acc));
       }
       float yv = acc * w.alpha();
-      yv = yv * float(element_as_double(w.wcscales, n)) + float(element_as_double(w.bias, n));
-      float u = 0.0f;
-      for (int64_t r = 0; r < d.R; ++r) u = u + l[size_t(m * d.R + r)] * float(element_as_double(w.proj_up, n * d.R + r));
-      y.data_as<uint16_t>()[m * d.N + n] = f32_to_half(T, yv + u);
+      y.data_as<uint16_t>()[m * d.N + n] = epilogue(w, &l[size_t(m * d.R)], n, yv);
     }
   return y;
 }
@@ -117,7 +123,6 @@ Tensor emulate_half(const Tensor& x, const LayerWeights& w) {
 // Independent emulation of NUMERICS.md §5 (fp8 activations) in float64 where the spec says exact.
 Tensor emulate_fp8(const Tensor& x, const LayerWeights& w) {
   const auto& d = w.desc;
-  const HalfKind T = d.dtype;
   const int64_t M = x.size(0), G = group_size(d.precision), groups = d.K / G;
   std::vector<float> xs = ref::shift_and_smooth(x, w);
   std::vector<float> l = ref::lowrank_down(x, w);
@@ -139,10 +144,7 @@ Tensor emulate_fp8(const Tensor& x, const LayerWeights& w) {
         acc = acc + float(p) * float(element_as_double(w.wscales, g * d.N + n));
       }
       float yv = (acc * s_row) * w.alpha();
-      yv = yv * float(element_as_double(w.wcscales, n)) + float(element_as_double(w.bias, n));
-      float u = 0.0f;
-      for (int64_t r = 0; r < d.R; ++r) u = u + l[size_t(m * d.R + r)] * float(element_as_double(w.proj_up, n * d.R + r));
-      y.data_as<uint16_t>()[m * d.N + n] = f32_to_half(T, yv + u);
+      y.data_as<uint16_t>()[m * d.N + n] = epilogue(w, &l[size_t(m * d.R)], n, yv);
     }
   }
   return y;
