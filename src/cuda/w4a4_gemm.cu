@@ -9,7 +9,7 @@
 // Warp roles: warps 0-7 are two consumer warpgroups (64 weight rows each); warp 8 is the
 // producer: one thread streams, per group, the activation code tile (8 KB), the weight tile
 // (4 KB) and both scale vectors into a ring of shared-memory stages with 1-D bulk copies that
-// complete on "full" mbarriers; consumers release stages on "empty" mbarriers.
+// complete on "full" mbarriers; every consumer thread releases a stage on its "empty" mbarrier.
 // Per group each consumer runs two wgmma k32 steps into a partial-sum buffer and then folds it
 // into its accumulator with the two-sided scale: §4.1 (float32, fma) or §4.2 (T, one T_fma per
 // group in group order via __hfma2, bitwise the CPU `half` mode). The two consumer warpgroups are
@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&full[s], 1);
-      mbar_init(&empty[s], kConsumerWarps);
+      mbar_init(&empty[s], kConsumerThreads);
     }
     mbar_init_fence();
   }
@@ -153,8 +153,9 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(part);
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&empty[s]);
+    // Every consumer thread releases the stage itself (its own reads are then ordered before the
+    // producer's next bulk copy into it without relying on a warp-level barrier).
+    mbar_arrive(&empty[s]);
 
     // Fold the exact group sums into the accumulator (part[4j + e]: row row0 + 8 (e / 2),
     // activation row 8 j + 2 t + e % 2 of the tile).

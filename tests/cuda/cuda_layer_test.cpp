@@ -9,6 +9,7 @@
 #ifdef SVDQUANT_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -53,8 +54,9 @@ std::string case_name(const ::testing::TestParamInfo<LayerCase>& i) {
 class CudaLayer : public ::testing::TestWithParam<LayerCase> {};
 
 // Full layer (bias, wcscales, low-rank): the low-rank sums and (fp32 mode) the group sums run in
-// another order than the CPU's, so outputs may differ by float32 rounding, i.e. at most one unit
-// in T's last place after the final rounding, and only rarely.
+// another order than the CPU's, so outputs may differ by float32 rounding of those sums: one unit
+// in T's last place after the final rounding, rarely, or more where the output is a cancellation
+// of much larger terms (bounded by fp32_sum_tolerance).
 TEST_P(CudaLayer, MatchesCpuReference) {
   SVDQUANT_SKIP_WITHOUT_HOPPER();
   const LayerCase c = GetParam();
@@ -69,11 +71,13 @@ TEST_P(CudaLayer, MatchesCpuReference) {
   const Tensor x = cudatest::random_input(c.M, c.K, c.dtype, c.act_unsigned, seed + 1);
   const Tensor y = gpu_forward(w, x, c.acc), r = cpu_forward(w, x, c.acc);
   ASSERT_EQ(y.shape(), r.shape());
-  const auto st = cudatest::compare_ulp(y, r, c.dtype);
-  EXPECT_LE(st.max_ulp, 1) << "first worst element " << st.first_bad << ": gpu "
-                           << element_as_double(y, std::max<int64_t>(st.first_bad, 0)) << " cpu "
-                           << element_as_double(r, std::max<int64_t>(st.first_bad, 0));
+  const double atol = cudatest::fp32_sum_tolerance(r, c.K);
+  const auto st = cudatest::compare_ulp(y, r, c.dtype, atol);
+  const int64_t i = std::max<int64_t>(st.first_beyond, 0);
+  EXPECT_EQ(st.beyond_tolerance, 0) << "first at " << i << ": gpu " << element_as_double(y, i) << " cpu "
+                                    << element_as_double(r, i) << " (atol " << atol << ")";
   EXPECT_LE(double(st.differing), 0.01 * double(r.numel()) + 1) << st.differing << " of " << r.numel() << " differ";
+  EXPECT_LT(cudatest::rel_l2(y, r), 1e-3);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -145,12 +149,18 @@ TEST_P(CudaFixture, MatchesCpuAndFloat64Reference) {
     EXPECT_THROW(b->prepare(w, {}), UnsupportedError);
     return;
   }
-  const Tensor x = f.tensor("forward.x");
+  const Tensor x = f.tensor("forward.x"), y64 = f.tensor("forward.y_ref_f64");
   for (Accumulate acc : {Accumulate::FP32, Accumulate::HALF}) {
     const Tensor y = gpu_forward(w, x, acc), r = cpu_forward(w, x, acc);
-    const auto st = cudatest::compare_ulp(y, r, w.desc.dtype);
-    EXPECT_LE(st.max_ulp, 1) << name << " " << to_string(acc);
-    EXPECT_LT(cudatest::rel_l2(y, f.tensor("forward.y_ref_f64")), acc == Accumulate::FP32 ? 1e-3 : 1e-2) << name;
+    const auto st = cudatest::compare_ulp(y, r, w.desc.dtype, cudatest::fp32_sum_tolerance(r, w.desc.K));
+    EXPECT_EQ(st.beyond_tolerance, 0) << name << " " << to_string(acc);
+    EXPECT_LE(double(st.differing), 0.01 * double(r.numel()) + 1) << st.differing << " of " << r.numel() << " differ";
+    // As accurate as the CPU reference against float64 (up to those rare last-place flips).
+    const double e_gpu = cudatest::rel_l2(y, y64), e_cpu = cudatest::rel_l2(r, y64);
+    EXPECT_LT(e_gpu, 1.05 * e_cpu + 1e-5) << name << " " << to_string(acc) << ": gpu " << e_gpu << " cpu " << e_cpu;
+    EXPECT_LT(e_gpu, acc == Accumulate::FP32 ? 3e-3 : 1e-2) << name;
+    std::printf("[ fixture  ] %s %s: rel_l2 vs float64 gpu %.3e cpu %.3e, %lld of %lld differ\n", name.c_str(),
+                std::string(to_string(acc)).c_str(), e_gpu, e_cpu, (long long)st.differing, (long long)r.numel());
   }
 }
 
@@ -212,10 +222,14 @@ TEST(CudaLayerRuns, NonFiniteInputGivesNaNRows) {
     for (int64_t m = 0; m < 9; ++m)
       for (int64_t n = 0; n < s.N; ++n) {
         const double v = element_as_double(y, m * s.N + n);
-        if (m == 2 || m == 5) EXPECT_TRUE(std::isnan(v)) << m << "," << n;
-        else EXPECT_TRUE(std::isfinite(v)) << m << "," << n;
+        if (m == 2 || m == 5) {
+          EXPECT_TRUE(std::isnan(v)) << m << "," << n;
+        } else {
+          EXPECT_TRUE(std::isfinite(v)) << m << "," << n;
+        }
       }
-    EXPECT_LE(cudatest::compare_ulp(y, cpu_forward(w, x, acc), s.dtype).max_ulp, 1);
+    const Tensor r = cpu_forward(w, x, acc);
+    EXPECT_EQ(cudatest::compare_ulp(y, r, s.dtype, cudatest::fp32_sum_tolerance(r, s.K)).beyond_tolerance, 0);
   }
 }
 

@@ -120,8 +120,12 @@ struct UlpStats {
   int64_t differing = 0;  // elements not bitwise equal (NaN == NaN)
   int64_t max_ulp = 0;
   int64_t first_bad = -1;  // first index with the largest distance
+  // Elements off by more than one unit in T's last place *and* by more than `atol` (float32
+  // rounding of sums much larger than the result, i.e. cancellation).
+  int64_t beyond_tolerance = 0;
+  int64_t first_beyond = -1;
 };
-inline UlpStats compare_ulp(const Tensor& a, const Tensor& b, HalfKind t) {
+inline UlpStats compare_ulp(const Tensor& a, const Tensor& b, HalfKind t, double atol = 0.0) {
   UlpStats s;
   for (int64_t i = 0; i < b.numel(); ++i) {
     const int64_t d = ulp_distance(a.data_as<uint16_t>()[i], b.data_as<uint16_t>()[i], t);
@@ -130,8 +134,27 @@ inline UlpStats compare_ulp(const Tensor& a, const Tensor& b, HalfKind t) {
       s.max_ulp = d;
       s.first_bad = i;
     }
+    if (d > 1 && !(std::fabs(element_as_double(a, i) - element_as_double(b, i)) <= atol)) {
+      if (s.first_beyond < 0) s.first_beyond = i;
+      ++s.beyond_tolerance;
+    }
   }
   return s;
+}
+
+inline double max_abs(const Tensor& t) {
+  double m = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const double v = std::fabs(element_as_double(t, i));
+    if (std::isfinite(v)) m = std::max(m, v);
+  }
+  return m;
+}
+
+// Absolute tolerance for a layer whose outputs are sums of K/64 group terms: float32 rounding
+// (2^-24 per operation, a few operations per group) of terms up to the largest output magnitude.
+inline double fp32_sum_tolerance(const Tensor& ref, int64_t K) {
+  return std::ldexp(1.0, -21) * double(K / 64 + 4) * max_abs(ref);
 }
 
 inline double rel_l2(const Tensor& a, const Tensor& ref) {

@@ -1,0 +1,273 @@
+// cuda_bench: whole-layer time of the cuda-sm90 backend (activation kernel + W4A4 GEMM + low-rank,
+// through Backend::forward on device tensors) against cuBLAS BF16 and cuBLASLt FP8 (per-tensor
+// scales, bf16 out) GEMMs of the same shape, in one run; plus the activation kernel alone in GB/s.
+// Every measurement: warm-up, then >= 50 timed runs, each preceded by a write of a buffer of 4x
+// the L2 size (no input is L2-resident when a run starts), CUDA events around the run, median.
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "device_buffer.hpp"
+#include "sm90_kernels.hpp"
+#include "sm90_layout.hpp"
+#include "sm90_pack.hpp"
+#include "svdquant/backend.hpp"
+#include "svdquant/float_formats.hpp"
+
+using namespace svdquant;
+
+namespace {
+
+void ck(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+void ckb(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "%s: cublas status %d\n", what, int(s));
+    std::exit(1);
+  }
+}
+
+constexpr int kIters = 60, kWarmup = 5;
+
+struct Timer {
+  cudaStream_t stream;
+  cuda::DeviceBuffer flush;
+  cudaEvent_t a, b;
+  explicit Timer(cudaStream_t s) : stream(s) {
+    int l2 = 0;
+    ck(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0), "L2 size");
+    flush.resize(size_t(l2) * 4);
+    ck(cudaEventCreate(&a), "event");
+    ck(cudaEventCreate(&b), "event");
+  }
+  // Median milliseconds of fn() over kIters runs, each after an L2-evicting write.
+  double median_ms(const std::function<void()>& fn) {
+    for (int i = 0; i < kWarmup; ++i) fn();
+    std::vector<float> t;
+    for (int i = 0; i < kIters; ++i) {
+      ck(cudaMemsetAsync(flush.get(), i & 0xFF, flush.size(), stream), "flush");
+      ck(cudaEventRecord(a, stream), "record");
+      fn();
+      ck(cudaEventRecord(b, stream), "record");
+      ck(cudaEventSynchronize(b), "sync");
+      float ms = 0;
+      ck(cudaEventElapsedTime(&ms, a, b), "elapsed");
+      t.push_back(ms);
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  }
+};
+
+std::vector<uint16_t> random_bf16(size_t n, float scale, std::mt19937_64& rng) {
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<uint16_t> v(n);
+  for (auto& x : v) x = f32_to_bf16(d(rng) * scale);
+  return v;
+}
+
+Tensor host_bf16(Shape s, float scale, std::mt19937_64& rng) {
+  Tensor t = Tensor::zeros(DType::BF16, s);
+  const auto v = random_bf16(size_t(t.numel()), scale, rng);
+  std::copy(v.begin(), v.end(), t.data_as<uint16_t>());
+  return t;
+}
+
+LayerWeights random_layer(int64_t N, int64_t K, int64_t R, std::mt19937_64& rng) {
+  LayerWeights w;
+  w.prefix = "bench";
+  w.qweight = Tensor::zeros(DType::I8, {N, K / 2});
+  auto* q = w.qweight.data_as<uint8_t>();
+  for (int64_t i = 0; i < w.qweight.numel(); i += 8) {
+    const uint64_t r = rng();
+    for (int j = 0; j < 8 && i + j < w.qweight.numel(); ++j) q[i + j] = uint8_t(r >> (8 * j));
+  }
+  w.wscales = host_bf16({K / 64, N}, 0.01f, rng);
+  for (int64_t i = 0; i < w.wscales.numel(); ++i) w.wscales.data_as<uint16_t>()[i] &= 0x7FFF;  // positive
+  w.smooth = Tensor::zeros(DType::BF16, {K});
+  for (int64_t i = 0; i < K; ++i) w.smooth.data_as<uint16_t>()[i] = f32_to_bf16(1.0f + float(i % 7) * 0.1f);
+  w.proj_down = host_bf16({K, R}, 0.05f, rng);
+  w.proj_up = host_bf16({N, R}, 0.05f, rng);
+  w.bias = host_bf16({N}, 1.0f, rng);
+  w.validate(Precision::INT4, false);
+  return w;
+}
+
+struct Row {
+  int64_t M, K, N;
+  double ours_fp32, ours_half, act, bf16, fp8;
+};
+
+}  // namespace
+
+int main() {
+  const Backend* be = BackendRegistry::instance().find("cuda-sm90");
+  if (!be) {
+    std::printf("cuda_bench: built without the cuda-sm90 backend\n");
+    return 0;
+  }
+  LayerDesc probe;
+  probe.N = probe.K = 3072;
+  probe.R = 32;
+  if (auto why = be->unsupported_reason(probe, {})) {
+    std::printf("cuda_bench: skipped: %s\n", why->c_str());
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  ck(cudaGetDeviceProperties(&prop, 0), "props");
+  cudaStream_t stream;
+  ck(cudaStreamCreate(&stream), "stream");
+  Timer timer(stream);
+  cublasHandle_t cublas;
+  cublasLtHandle_t lt;
+  ckb(cublasCreate(&cublas), "cublasCreate");
+  ckb(cublasSetStream(cublas, stream), "cublasSetStream");
+  ckb(cublasLtCreate(&lt), "cublasLtCreate");
+  cuda::DeviceBuffer lt_ws(size_t(64) << 20);
+
+  // Device copy bandwidth (bytes read + written), the activation kernel's ceiling.
+  double copy_gbs = 0;
+  {
+    const size_t bytes = size_t(1) << 30;
+    cuda::DeviceBuffer src(bytes), dst(bytes);
+    ck(cudaMemset(src.get(), 1, bytes), "memset");
+    const double ms = timer.median_ms([&] { ck(cudaMemcpyAsync(dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice, stream), "copy"); });
+    copy_gbs = 2.0 * double(bytes) / (ms * 1e6);
+  }
+  std::printf("device: %s, %d SMs, L2 %d MB; device-to-device copy %.0f GB/s (read + write)\n", prop.name,
+              prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_gbs);
+
+  const int64_t R = 32;
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{3072, 3072}, {3072, 12288}, {12288, 3072}, {3072, 21504}};
+  const std::vector<int64_t> Ms = {256, 1024, 4608};
+  std::mt19937_64 rng(2024);
+  std::vector<Row> rows;
+  for (auto [K, N] : shapes) {
+    const LayerWeights w = random_layer(N, K, R, rng);
+    ForwardOptions f32opt, halfopt;
+    halfopt.accumulate = Accumulate::HALF;
+    auto layer32 = be->prepare(w, f32opt);
+    auto layerh = be->prepare(w, halfopt);
+    const int64_t Mmax = Ms.back();
+    // Inputs: x for us (bf16), x and W for cuBLAS BF16, e4m3 copies for cuBLASLt FP8.
+    cuda::DeviceBuffer x(size_t(Mmax * K * 2)), y(size_t(Mmax * N * 2)), wb(size_t(N * K * 2)), x8(size_t(Mmax * K)),
+        w8(size_t(N * K)), scales(8);
+    {
+      const auto hx = random_bf16(size_t(Mmax * K), 1.0f, rng);
+      ck(cudaMemcpy(x.get(), hx.data(), x.size(), cudaMemcpyHostToDevice), "x");
+      const auto hw = random_bf16(size_t(N * K), 0.02f, rng);
+      ck(cudaMemcpy(wb.get(), hw.data(), wb.size(), cudaMemcpyHostToDevice), "w");
+      std::vector<uint8_t> h8(size_t(std::max(Mmax * K, N * K)));
+      for (auto& b : h8) b = uint8_t(rng() & 0x77);  // finite e4m3 values
+      ck(cudaMemcpy(x8.get(), h8.data(), x8.size(), cudaMemcpyHostToDevice), "x8");
+      ck(cudaMemcpy(w8.get(), h8.data(), w8.size(), cudaMemcpyHostToDevice), "w8");
+      const float s[2] = {0.5f, 0.25f};
+      ck(cudaMemcpy(scales.get(), s, 8, cudaMemcpyHostToDevice), "scales");
+    }
+    // Activation kernel alone, with its own workspace.
+    const int64_t G = K / 64, Mtmax = cuda::ceil_div(Mmax, cuda::kTileM);
+    cuda::DeviceBuffer codes(size_t(Mtmax * G * cuda::kCodeTileBytes)), ascale(size_t(Mtmax * G * 256)),
+        lact(size_t(Mtmax * 128 * R * 4)), smooth, pd;
+    smooth.upload(w.smooth.data(), w.smooth.nbytes());
+    const auto frag = cuda::pack_proj_down(w.proj_down, K, R, cuda::padded_rank(R));
+    pd.upload(frag.data(), frag.size() * 4);
+
+    for (int64_t M : Ms) {
+      Row row{M, K, N, 0, 0, 0, 0, 0};
+      const Device dev{DeviceType::CUDA, 0};
+      const Tensor tx = Tensor::wrap(x.get(), DType::BF16, {M, K}, dev);
+      Tensor ty = Tensor::wrap(y.get(), DType::BF16, {M, N}, dev);
+      row.ours_fp32 = timer.median_ms([&] { be->forward(*layer32, tx, ty, stream); });
+      row.ours_half = timer.median_ms([&] { be->forward(*layerh, tx, ty, stream); });
+      cuda::ActQuantParams ap;
+      ap.x = x.as<uint16_t>();
+      ap.smooth = smooth.as<uint16_t>();
+      ap.pdfrag = pd.as<uint32_t>();
+      ap.codes = codes.as<uint8_t>();
+      ap.ascale = ascale.as<uint16_t>();
+      ap.lact = lact.as<float>();
+      ap.M = M;
+      ap.K = K;
+      ap.Rpad = int(cuda::padded_rank(R));
+      row.act = timer.median_ms([&] { cuda::launch_act_quant(ap, stream); });
+
+      const float one = 1.0f, zero = 0.0f;
+      row.bf16 = timer.median_ms([&] {
+        ckb(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, wb.get(), CUDA_R_16BF, int(K),
+                         x.get(), CUDA_R_16BF, int(K), &zero, y.get(), CUDA_R_16BF, int(N), CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT),
+            "cublasGemmEx");
+      });
+
+      // cuBLASLt FP8: D[N, M] (column-major) = W^T x with per-tensor scales, bf16 out.
+      cublasLtMatmulDesc_t op;
+      ckb(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
+      const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+      ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "transa");
+      ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "transb");
+      const void* sa = scales.as<float>();
+      const void* sb = scales.as<float>() + 1;
+      ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa)), "ascale");
+      ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb)), "bscale");
+      cublasLtMatrixLayout_t la, lb, lc;
+      ckb(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, uint64_t(K), uint64_t(N), K), "la");
+      ckb(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, uint64_t(K), uint64_t(M), K), "lb");
+      ckb(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, uint64_t(N), uint64_t(M), N), "lc");
+      cublasLtMatmulPreference_t pref;
+      ckb(cublasLtMatmulPreferenceCreate(&pref), "pref");
+      const size_t wsb = lt_ws.size();
+      ckb(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof(wsb)), "pref ws");
+      cublasLtMatmulHeuristicResult_t heur{};
+      int found = 0;
+      ckb(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &heur, &found), "heuristic");
+      if (found > 0) {
+        row.fp8 = timer.median_ms([&] {
+          ckb(cublasLtMatmul(lt, op, &one, w8.get(), la, x8.get(), lb, &zero, y.get(), lc, y.get(), lc, &heur.algo,
+                             lt_ws.get(), wsb, stream),
+              "cublasLtMatmul");
+        });
+      }
+      cublasLtMatmulPreferenceDestroy(pref);
+      cublasLtMatrixLayoutDestroy(la);
+      cublasLtMatrixLayoutDestroy(lb);
+      cublasLtMatrixLayoutDestroy(lc);
+      cublasLtMatmulDescDestroy(op);
+      rows.push_back(row);
+      std::fflush(stdout);
+    }
+  }
+
+  std::printf("\nmedian of %d runs after %d warm-up, L2 evicted before each run; times in microseconds; "
+              "TOPS = 2MNK / time; ratios = baseline time / our whole-layer time (fp32 accumulation)\n\n",
+              kIters, kWarmup);
+  std::printf("| M | K | N | ours fp32 us | ours half us | act us | act GB/s | act %% copy | BF16 us | FP8 us | ours TOPS | "
+              "vs BF16 | vs FP8 | half vs BF16 |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    const double flops = 2.0 * double(r.M) * double(r.N) * double(r.K);
+    const double act_bytes = double(r.M) * double(r.K) * (2 + 1) + double(r.M) * double(r.K / 64) * 2 + double(r.M) * R * 4;
+    const double act_gbs = act_bytes / (r.act * 1e6);
+    std::printf("| %lld | %lld | %lld | %.1f | %.1f | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.0f | %.2fx | %.2fx | %.2fx |\n",
+                (long long)r.M, (long long)r.K, (long long)r.N, r.ours_fp32 * 1e3, r.ours_half * 1e3, r.act * 1e3, act_gbs,
+                100.0 * act_gbs / copy_gbs, r.bf16 * 1e3, r.fp8 * 1e3, flops / (r.ours_fp32 * 1e9), r.bf16 / r.ours_fp32,
+                r.fp8 > 0 ? r.fp8 / r.ours_fp32 : 0.0, r.bf16 / r.ours_half);
+  }
+  cublasDestroy(cublas);
+  cublasLtDestroy(lt);
+  cudaStreamDestroy(stream);
+  return 0;
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Build and check the cuda-sm90 backend on a Hopper machine: configure + build with ninja
+# (tests and benchmarks on), run the GPU tests, compute-sanitizer (memcheck, racecheck) on a
+# subset, and the benchmark; print a short table last. Logs go to $OUT (default: ./gpu-check-out).
+#
+#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench]     (default: all four)
+#
+# Dependencies: where the Debian dev packages are missing (the lent GPU machines), the .debs in
+# .deps/ (fetched beforehand with `apt-get download`, see docs/perf-notes.md) are unpacked with
+# dpkg -x into a prefix under /tmp, never into /.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$ROOT/gpu-check-out}
+BUILD=${BUILD:-$ROOT/build-gpu}
+mkdir -p "$OUT"
+STEPS=" ${*:-build tests sanitize bench} "
+has() { [[ "$STEPS" == *" $1 "* ]]; }
+declare -A RESULT
+
+EXTRA=()
+if [ -d "$ROOT/.deps" ] && [ ! -f /usr/include/nlohmann/json.hpp ]; then
+  DEPS=/tmp/svdquant-deps
+  L=$DEPS/usr/lib/x86_64-linux-gnu
+  if [ ! -d "$L" ]; then
+    mkdir -p "$DEPS"
+    for f in "$ROOT"/.deps/*.deb; do dpkg -x "$f" "$DEPS"; done
+    # Debian's BLAS/LAPACK alternatives (update-alternatives does not run under dpkg -x).
+    for lib in libblas.so.3 liblapack.so.3 libblas.so liblapack.so; do ln -sf "openblas-pthread/$lib" "$L/$lib"; done
+    mkdir -p "$L/pkgconfig"
+    ln -sf ../openblas-pthread/pkgconfig/lapack-openblas.pc "$L/pkgconfig/lapack.pc"
+    ln -sf ../openblas-pthread/pkgconfig/blas-openblas.pc "$L/pkgconfig/blas.pc"
+  fi
+  export PKG_CONFIG_SYSROOT_DIR=$DEPS
+  export PKG_CONFIG_LIBDIR=$L/pkgconfig:$DEPS/usr/share/pkgconfig
+  export LD_LIBRARY_PATH=$L:$L/openblas-pthread:${LD_LIBRARY_PATH:-}
+  export CMAKE_PREFIX_PATH=$DEPS/usr
+  EXTRA+=("-DPKG_CONFIG_EXECUTABLE=$DEPS/usr/bin/pkgconf")
+fi
+
+{
+  echo "== $(date -u)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  nvcc --version | tail -1
+  cmake --version | head -1
+} > "$OUT/env.log" 2>&1
+cat "$OUT/env.log"
+
+if has build; then
+  t0=$(date +%s)
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSVDQUANT_BUILD_TESTS=ON \
+    -DSVDQUANT_BUILD_BENCH=ON "${EXTRA[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; }
+  # -k 0: a broken target elsewhere must not hide the CUDA results.
+  cmake --build "$BUILD" -j 16 -- -k 0 > "$OUT/build.log" 2>&1
+  RESULT[build]="rc=$? in $(( $(date +%s) - t0 )) s"
+  grep -E "error|warning: " "$OUT/build.log" | grep -v "^ninja: build stopped" | head -20
+  grep -E "ptxas|registers|spill" "$OUT/build.log" | head -20
+fi
+
+if has build; then
+  # Resource usage and the matrix instructions actually emitted (QGMMA: fp8 wgmma, HMMA: mma.sync).
+  OBJ=$(find "$BUILD" -name 'w4a4_gemm.cu.o' | head -1)
+  AOBJ=$(find "$BUILD" -name 'act_quant.cu.o' | head -1)
+  if [ -n "$OBJ" ] && command -v cuobjdump > /dev/null; then
+    cuobjdump -res-usage "$OBJ" "$AOBJ" > "$OUT/res-usage.log" 2>&1
+    cuobjdump -sass "$OBJ" > "$OUT/gemm.sass" 2>&1
+    RESULT[sass]="QGMMA $(grep -c QGMMA "$OUT/gemm.sass"), HGMMA $(grep -c HGMMA "$OUT/gemm.sass"), LDL/STL $(grep -cE 'LDL|STL' "$OUT/gemm.sass")"
+  fi
+fi
+
+TESTS=$BUILD/tests/cuda/cuda_tests
+if has tests; then
+  if [ -x "$TESTS" ]; then
+    "$TESTS" --gtest_output="xml:$OUT/cuda_tests.xml" > "$OUT/tests.log" 2>&1
+    rc=$?
+    RESULT[tests]="rc=$rc, $(grep -cE '^\[       OK \]' "$OUT/tests.log") ok, $(grep -cE '^\[  FAILED  \] [A-Za-z]' "$OUT/tests.log") failed lines, $(grep -cE '^\[  SKIPPED \] [A-Za-z]' "$OUT/tests.log") skipped"
+    grep -E "Failure|Expected|Which is|actual|differ|ulp|FAILED|Skipped" -A3 "$OUT/tests.log" | head -80
+  else
+    RESULT[tests]="not built"
+  fi
+fi
+
+if has sanitize; then
+  if [ -x "$TESTS" ]; then
+    FILTER='Shapes/CudaActivationKernel.*/0:Shapes/CudaActivationKernel.*/1:Shapes/CudaActivationKernel.*/3:Shapes/CudaLayer.*M7_*:Types/CudaHalfBitwise.*/0:CudaLayerRuns.Bad*'
+    for tool in memcheck racecheck; do
+      compute-sanitizer --tool $tool --error-exitcode 3 "$TESTS" --gtest_filter="$FILTER" > "$OUT/sanitizer-$tool.log" 2>&1
+      RESULT[$tool]="rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -1)"
+    done
+  else
+    RESULT[memcheck]="not built"
+  fi
+fi
+
+if has bench; then
+  BENCH=$BUILD/bench/cuda/cuda_bench
+  if [ -x "$BENCH" ]; then
+    "$BENCH" > "$OUT/bench.log" 2>&1
+    RESULT[bench]="rc=$?"
+  else
+    RESULT[bench]="not built"
+  fi
+fi
+
+echo
+echo "==================== gpu-check summary ===================="
+head -2 "$OUT/env.log" | tail -1
+for k in build sass tests memcheck racecheck bench; do
+  [ -n "${RESULT[$k]:-}" ] && printf "%-10s %s\n" "$k" "${RESULT[$k]}"
+done
+[ -f "$OUT/bench.log" ] && grep -E "^\|" "$OUT/bench.log" | head -40
+exit 0
