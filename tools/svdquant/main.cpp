@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   svdquant::cli::add_forward_command(app);
   svdquant::cli::add_demo_command(app);
   svdquant::cli::add_convert_command(app);
+  svdquant::cli::add_lora_command(app);
   svdquant::cli::add_quantize_command(app);
   try {
     app.parse(argc, argv);
