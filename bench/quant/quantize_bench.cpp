@@ -1,8 +1,10 @@
 // Times quantize_linear on synthetic layers of FLUX.1 shapes (hidden 3072, MLP 12288) and compares
 // the randomized SVD with LAPACK's full SVD by the layer's relative output error against the
-// 16-bit layer. Usage: quantize_bench [--lapack] [--quick]
-//   --lapack  also run the LAPACK sgesdd path (slow at these sizes)
-//   --quick   only the 3072 x 3072 layer
+// 16-bit layer, and measures the data-free smoothing rule. Usage:
+//   quantize_bench [--lapack] [--quick]
+//   --lapack     also run the LAPACK sgesdd path (slow at these sizes)
+//   --quick      only the 3072 x 3072 layer
+//   --data-free  compare data-free smoothing rules (no activation statistics) instead
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -51,10 +53,11 @@ std::vector<float> synthetic_weight(int64_t N, int64_t K, uint64_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool lapack = false, quick = false;
+  bool lapack = false, quick = false, data_free = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--lapack")) lapack = true;
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--data-free")) data_free = true;
     else {
       std::fprintf(stderr, "usage: quantize_bench [--lapack] [--quick]\n");
       return 2;
@@ -92,6 +95,20 @@ int main(int argc, char** argv) {
     rtn.rank = 0;
     rtn.alpha = 0;
     const double e_rtn = err(quantize_linear(W, s.N, s.K, {}, {}, rtn));
+    if (data_free) {
+      // Candidate rules when the activation statistics are unknown: lambda = 1, or a weight-only
+      // rule lambda_k = span_x^a / span_w^(1-a) with a uniform span_x (flattens weight columns).
+      QuantizeOptions opt;
+      opt.rank = 32;
+      std::printf("%-22s lambda=1                 err %.5f (rtn %.5f)\n", s.name, err(quantize_linear(W, s.N, s.K, {}, {}, opt)), e_rtn);
+      for (float a : {0.25f, 0.5f}) {
+        opt.alpha = a;
+        const std::vector<float> uniform(size_t(s.K), 1.0f);
+        std::printf("%-22s weight-only alpha=%.2f  err %.5f\n", s.name, double(a),
+                    err(quantize_linear(W, s.N, s.K, {}, uniform, opt)));
+      }
+      continue;
+    }
     for (int pass = 0; pass < (lapack ? 2 : 1); ++pass) {
       QuantizeOptions opt;
       opt.rank = 32;
