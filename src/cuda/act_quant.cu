@@ -5,9 +5,11 @@
 // l = x · proj_down (§4.3) with bf16/fp16 tensor-core MMAs accumulating in float32. Products of
 // two T values are exact in float32, so this is §4.3's float32 sum in another order (allowed).
 //
-// Block: 8 warps and 16 rows (one MMA row tile). Warp w handles the groups w, w + 8, ...; each
-// warp keeps its low-rank partial sums in registers and the block adds them in warp order at the
-// end, so the result does not depend on scheduling (no atomics).
+// Grid: (row tiles of 16, K chunks of up to 8 groups). Block: 8 warps, warp w handles group w of
+// its chunk. Each warp keeps its low-rank partial sums in registers; the block adds them in warp
+// order, writes its chunk's partial sums, and the last block of a row tile to finish (an integer
+// ticket counter) adds the chunks' partials in chunk order. The result does not depend on
+// scheduling (no float atomics); the counter is reset by that last block for the next call.
 //
 // proj_down fragment order (built by prepare, see sm90_layer.cpp): for group g, k-step kk of 16,
 // rank tile j of 8 and lane l, two words at ((g*4 + kk) * RT + j) * 32 + l: the mma.m16n8k16 B
@@ -81,12 +83,13 @@ __global__ void __launch_bounds__(kWarps * 32) act_quant_kernel(const ActQuantPa
   const int rr = lane / 8;   // rows rr, rr + 4, rr + 8, rr + 12 of the block
   const int64_t m0 = int64_t(blockIdx.x) * kRowsPerBlock;
   const int64_t G = p.K / kGroup;
+  const int chunk = int(blockIdx.y), chunks = int(gridDim.y);
   const float inv_qmax = p.act_unsigned ? __uint_as_float(0x3D888889u) : __uint_as_float(0x3E124925u);
   const int qmin = p.act_unsigned ? 0 : -8, qmax = p.act_unsigned ? 15 : 7;
 
   float acc[RT > 0 ? RT : 1][4] = {};
 
-  for (int64_t g = warp; g < G; g += kWarps) {
+  for (int64_t g = int64_t(chunk) * kWarps + warp; g < G && g < int64_t(chunk + 1) * kWarps; g += kWarps) {
     const int64_t k0 = g * kGroup + cc * 8;
     float sm[8];
     {
@@ -146,7 +149,11 @@ __global__ void __launch_bounds__(kWarps * 32) act_quant_kernel(const ActQuantPa
       const int rt = int(m % kTileM);
       uint8_t* tile = p.codes + (mt * G + g) * kCodeTileBytes;
       *reinterpret_cast<uint2*>(tile + code_tile_offset(rt, cc * 8)) = make_uint2(packed[0], packed[1]);
-      if (cc == 0) p.ascale[(mt * G + g) * kTileM + rt] = s_bits;
+      if (cc == 0) {
+        const int64_t at = (mt * G + g) * kTileM + rt;
+        if (p.scale_f32) reinterpret_cast<float*>(p.ascale)[at] = H::to_f32(s_bits);
+        else p.ascale[at] = s_bits;
+      }
     }
 
     if constexpr (RT > 0) {
@@ -183,9 +190,33 @@ __global__ void __launch_bounds__(kWarps * 32) act_quant_kernel(const ActQuantPa
       __syncthreads();
     }
     constexpr int R = RT * 8;
+    if (chunks == 1) {
+      for (int i = threadIdx.x; i < kRowsPerBlock * R; i += kWarps * 32) {
+        const int row = i / R, col = i % R;
+        p.lact[(m0 + row) * R + col] = lsum[row][col];
+      }
+      return;
+    }
+    const int64_t Mpad = int64_t(gridDim.x) * kRowsPerBlock;
     for (int i = threadIdx.x; i < kRowsPerBlock * R; i += kWarps * 32) {
       const int row = i / R, col = i % R;
-      p.lact[(m0 + row) * R + col] = lsum[row][col];
+      p.lpart[(int64_t(chunk) * Mpad + m0 + row) * R + col] = lsum[row][col];
+    }
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last;
+    if (threadIdx.x == 0) {
+      last = atomicAdd(&p.tickets[blockIdx.x], 1u) == unsigned(chunks - 1);
+      if (last) p.tickets[blockIdx.x] = 0;  // every block of this row tile has taken its ticket
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int i = threadIdx.x; i < kRowsPerBlock * R; i += kWarps * 32) {
+      const int row = i / R, col = i % R;
+      float sum = __ldcg(&p.lpart[(m0 + row) * R + col]);
+      for (int c = 1; c < chunks; ++c) sum += __ldcg(&p.lpart[(int64_t(c) * Mpad + m0 + row) * R + col]);
+      p.lact[(m0 + row) * R + col] = sum;
     }
   }
 }
@@ -193,7 +224,7 @@ __global__ void __launch_bounds__(kWarps * 32) act_quant_kernel(const ActQuantPa
 template <bool BF16>
 void launch_typed(const ActQuantParams& p, cudaStream_t stream) {
   const int64_t Mpad = round_up(p.M, kTileM);
-  const dim3 grid(unsigned(Mpad / kRowsPerBlock)), block(kWarps * 32);
+  const dim3 grid(unsigned(Mpad / kRowsPerBlock), unsigned(act_quant_chunks(p.K))), block(kWarps * 32);
   switch (p.Rpad) {
     case 0: act_quant_kernel<BF16, 0><<<grid, block, 0, stream>>>(p); break;
     case 8: act_quant_kernel<BF16, 1><<<grid, block, 0, stream>>>(p); break;
@@ -207,6 +238,8 @@ void launch_typed(const ActQuantParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+int act_quant_chunks(int64_t K) { return int(ceil_div(K / kGroup, kWarps)); }
 
 void launch_act_quant(const ActQuantParams& p, cudaStream_t stream) {
   if (p.M == 0) return;

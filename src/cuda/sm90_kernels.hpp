@@ -15,22 +15,29 @@ struct ActQuantParams {
   const uint16_t* smooth = nullptr;   // [K] T
   const uint32_t* pdfrag = nullptr;   // proj_down in mma B-fragment order (see act_quant.cu)
   uint8_t* codes = nullptr;           // [Mt][G][8192] e4m3 (sm90_layout.hpp)
-  uint16_t* ascale = nullptr;         // [Mt][G][128] T
+  uint16_t* ascale = nullptr;         // [Mt][G][128] T, or float32 (the same values) with scale_f32
   float* lact = nullptr;              // [Mpad, Rpad] float32
+  // With act_quant_chunks(K) > 1: per-chunk partial sums [chunks, Mpad, Rpad] and one ticket
+  // counter per 16 rows [Mpad / 16], zero before the first call (the kernel leaves them zero).
+  float* lpart = nullptr;
+  unsigned* tickets = nullptr;
   int64_t M = 0, K = 0;
   int Rpad = 0;                       // multiple of 8, <= kMaxRank; 0: no low-rank branch
   bool act_unsigned = false;
+  bool scale_f32 = false;
   HalfType dtype = HalfType::BF16;
 };
 void launch_act_quant(const ActQuantParams& p, cudaStream_t stream);
+// Number of K chunks (blocks per 16 rows) the activation kernel uses.
+int act_quant_chunks(int64_t K);
 
 // NUMERICS.md §4: the W4A4 GEMM with the per-group scaling, epilogue and low-rank up projection.
 struct GemmParams {
   const uint8_t* codes = nullptr;     // activation codes (as above)
-  const uint16_t* ascale = nullptr;
+  const void* ascale = nullptr;       // [Mt][G][128]: float32 (fp32 mode) or T (half mode)
   const float* lact = nullptr;        // [Mpad, Rpad]
   const uint8_t* wfrag = nullptr;     // [Nt][G][8192 / 2] weight fragments
-  const uint16_t* wscale = nullptr;   // [Nt][G][128] T
+  const void* wscale = nullptr;       // [Nt][G][128]: float32 (fp32 mode) or T (half mode)
   const float* wcscales = nullptr;    // [Npad] float32 (ones when absent)
   const float* bias = nullptr;        // [Npad] float32 (zeros when absent)
   const float* proj_up = nullptr;     // [Npad, Rpad] float32

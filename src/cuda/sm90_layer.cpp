@@ -39,7 +39,7 @@ Sm90Layer::Sm90Layer(const LayerWeights& w, const ForwardOptions& opt) {
   const auto frag = pack_weight_fragments(w.qweight, N, K);
   wfrag_.upload(frag.data(), frag.size());
 
-  {  // weight scales [Nt][G][128]
+  {  // weight scales [Nt][G][128]: T for half accumulation, float32 (the same values) for fp32
     const Tensor ws = contiguous_host(w.wscales);
     const auto* src = ws.data_as<uint16_t>();
     std::vector<uint16_t> out(size_t(Nt * G * kTileN), 0);
@@ -49,7 +49,13 @@ Sm90Layer::Sm90Layer(const LayerWeights& w, const ForwardOptions& opt) {
           const int64_t n = nt * kTileN + r;
           if (n < N) out[size_t((nt * G + g) * kTileN + r)] = src[g * N + n];
         }
-    wscale_.upload(out.data(), out.size() * 2);
+    if (opt.accumulate == Accumulate::HALF) {
+      wscale_.upload(out.data(), out.size() * 2);
+    } else {
+      std::vector<float> f(out.size());
+      for (size_t i = 0; i < out.size(); ++i) f[i] = half_to_f32(T, out[i]);
+      wscale_.upload(f.data(), f.size() * 4);
+    }
   }
   {
     const Tensor sm = contiguous_host(w.smooth);
@@ -96,8 +102,12 @@ void Sm90Layer::ensure_workspace(int64_t M) const {
   if (used_) check(cudaEventSynchronize(last_use_), "cudaEventSynchronize(workspace)");
   const int64_t G = desc.K / kGroup, Mt = Mpad / kTileM;
   codes_.resize(size_t(Mt * G * kCodeTileBytes));
-  ascale_.resize(size_t(Mt * G * kTileM * 2));
+  ascale_.resize(size_t(Mt * G * kTileM * 4));
   lact_.resize(size_t(Mpad * std::max<int64_t>(Rpad_, 1) * 4));
+  const int chunks = act_quant_chunks(desc.K);
+  lpart_.resize(chunks > 1 ? size_t(chunks * Mpad * std::max<int64_t>(Rpad_, 1) * 4) : 16);
+  tickets_.resize(size_t(Mpad / 16 * 4));
+  check(cudaMemset(tickets_.get(), 0, tickets_.size()), "cudaMemset(tickets)");
   ws_rows_ = Mpad;
 }
 
@@ -129,6 +139,9 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   a.codes = codes_.as<uint8_t>();
   a.ascale = ascale_.as<uint16_t>();
   a.lact = lact_.as<float>();
+  a.lpart = lpart_.as<float>();
+  a.tickets = tickets_.as<unsigned>();
+  a.scale_f32 = options.accumulate != Accumulate::HALF;
   a.M = M;
   a.K = K;
   a.Rpad = int(Rpad_);
@@ -138,10 +151,10 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
 
   GemmParams g;
   g.codes = codes_.as<uint8_t>();
-  g.ascale = ascale_.as<uint16_t>();
+  g.ascale = ascale_.get();
   g.lact = lact_.as<float>();
   g.wfrag = wfrag_.as<uint8_t>();
-  g.wscale = wscale_.as<uint16_t>();
+  g.wscale = wscale_.get();
   g.wcscales = wcscales_.as<float>();
   g.bias = bias_.as<float>();
   g.proj_up = proj_up_.as<float>();

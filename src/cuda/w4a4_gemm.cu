@@ -32,20 +32,21 @@ using namespace sm90;
 constexpr int kStages = 5;
 constexpr int kConsumerWarps = 8;
 constexpr int kConsumerThreads = kConsumerWarps * 32;
-constexpr int kThreads = kConsumerThreads + 32;
+constexpr int kThreads = kConsumerThreads + 128;  // + one producer warpgroup (setmaxnreg needs whole warpgroups)
 constexpr int kLoraChunk = 32;           // ranks staged in shared memory at a time
 constexpr int kLoraStride = kTileM + 4;  // floats per staged rank row
 
 struct __align__(128) Stage {
-  uint8_t codes[kCodeTileBytes];     // activation codes, wgmma no-swizzle K-major layout
-  uint8_t weights[kWeightTileBytes]; // weight fragments [wg][tid][16 bytes]
-  uint16_t ascale[kTileM];
-  uint16_t wscale[kTileN];
+  uint8_t codes[kCodeTileBytes];      // activation codes, wgmma no-swizzle K-major layout
+  uint8_t weights[kWeightTileBytes];  // weight fragments [wg][tid][16 bytes]
+  uint32_t ascale[kTileM];            // float32 (fp32 mode) or T in the low half of the array
+  uint32_t wscale[kTileN];
 };
 static_assert(sizeof(Stage) % 128 == 0);
-constexpr uint32_t kStageTxBytes = kCodeTileBytes + kWeightTileBytes + 2 * kTileM + 2 * kTileN;
 constexpr size_t kSmemBytes = kStages * sizeof(Stage) + 2 * kStages * sizeof(uint64_t);
 static_assert(kLoraChunk * kLoraStride * sizeof(float) <= kStages * sizeof(Stage));
+constexpr int kOutStride = kTileN + 8;  // T elements per staged output row
+static_assert(kTileM * kOutStride * 2 <= kStages * sizeof(Stage));
 
 template <bool BF16> struct Half;
 template <> struct Half<true> {
@@ -55,6 +56,7 @@ template <> struct Half<true> {
   static __device__ T2 pack(float lo, float hi) { return __floats2bfloat162_rn(lo, hi); }
   static __device__ float2 unpack(T2 v) { return __bfloat1622float2(v); }
   static __device__ T2 zero2() { return __floats2bfloat162_rn(0.0f, 0.0f); }
+  static __device__ T2 bcast(uint16_t b) { return __bfloat162bfloat162(__ushort_as_bfloat16(b)); }
 };
 template <> struct Half<false> {
   using T2 = __half2;
@@ -63,6 +65,7 @@ template <> struct Half<false> {
   static __device__ T2 pack(float lo, float hi) { return __floats2half2_rn(lo, hi); }
   static __device__ float2 unpack(T2 v) { return __half22float2(v); }
   static __device__ T2 zero2() { return __floats2half2_rn(0.0f, 0.0f); }
+  static __device__ T2 bcast(uint16_t b) { return __half2half2(__ushort_as_half(b)); }
 };
 
 // Four int4 codes (the nibbles of the low 16 bits of w, two's complement) -> four e4m3 bytes.
@@ -84,6 +87,8 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   const int64_t nt = blockIdx.x, mt = blockIdx.y;
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  constexpr uint32_t kScaleBytes = HALF_ACC ? 2 * kTileM : 4 * kTileM;
+  constexpr uint32_t kStageTxBytes = kCodeTileBytes + kWeightTileBytes + 2 * kScaleBytes;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -94,9 +99,12 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   }
   __syncthreads();
 
-  if (warp == kConsumerWarps) {
-    // Producer.
-    if (lane == 0) {
+  if (warp >= kConsumerWarps) {
+    // Producer warpgroup: one thread issues the bulk copies; the warpgroup gives registers away.
+    setmaxnreg_dec<40>();
+    if (warp == kConsumerWarps && lane == 0) {
+      const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
+      const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
       for (int64_t g = 0; g < G; ++g) {
         const int s = int(g % kStages);
         if (g >= kStages) mbar_wait(&empty[s], uint32_t((g / kStages - 1) & 1));
@@ -104,19 +112,19 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
         mbar_arrive_expect_tx(&full[s], kStageTxBytes);
         bulk_copy_g2s(st.codes, p.codes + (mt * G + g) * kCodeTileBytes, kCodeTileBytes, &full[s]);
         bulk_copy_g2s(st.weights, p.wfrag + (nt * G + g) * kWeightTileBytes, kWeightTileBytes, &full[s]);
-        bulk_copy_g2s(st.ascale, p.ascale + (mt * G + g) * kTileM, 2 * kTileM, &full[s]);
-        bulk_copy_g2s(st.wscale, p.wscale + (nt * G + g) * kTileN, 2 * kTileN, &full[s]);
+        bulk_copy_g2s(st.ascale, asc + (mt * G + g) * kScaleBytes, kScaleBytes, &full[s]);
+        bulk_copy_g2s(st.wscale, wsc + (nt * G + g) * kScaleBytes, kScaleBytes, &full[s]);
       }
     }
     return;
   }
 
   // Consumers.
+  setmaxnreg_inc<232>();
   const int wg = warp / 4, tid = threadIdx.x % 128, wq = warp % 4;
-  const int g8 = lane / 4, t = lane % 4;
-  const int row0 = wg * 64 + wq * 16 + g8;  // local weight rows row0 and row0 + 8
+  const int t = lane % 4;
+  const int row0 = wg * 64 + wq * 16 + lane / 4;  // local weight rows row0 and row0 + 8
 
-  float part[64];
   float acc[HALF_ACC ? 1 : 64];
   typename H::T2 hacc[HALF_ACC ? 32 : 1];
   if constexpr (HALF_ACC) {
@@ -127,57 +135,83 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
     for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
   }
 
-  for (int64_t g = 0; g < G; ++g) {
+  // Issues group g's two wgmma k32 steps into `part` (asynchronous; committed as one group).
+  auto issue = [&](float(&part)[64], int64_t g) {
     const int s = int(g % kStages);
     mbar_wait(&full[s], uint32_t((g / kStages) & 1));
     const Stage& st = stages[s];
-
     const uint4 wv = *reinterpret_cast<const uint4*>(st.weights + (wg * 128 + tid) * 16);
-    uint32_t a0[4] = {int4x4_to_e4m3(wv.x), int4x4_to_e4m3(wv.x >> 16), int4x4_to_e4m3(wv.y),
-                      int4x4_to_e4m3(wv.y >> 16)};
-    uint32_t a1[4] = {int4x4_to_e4m3(wv.z), int4x4_to_e4m3(wv.z >> 16), int4x4_to_e4m3(wv.w),
-                      int4x4_to_e4m3(wv.w >> 16)};
-    const float sw0 = H::to_f32(st.wscale[row0]);
-    const float sw1 = H::to_f32(st.wscale[row0 + 8]);
-    float sa[32];
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const uint32_t v = *reinterpret_cast<const uint32_t*>(&st.ascale[8 * j + 2 * t]);
-      sa[2 * j] = H::to_f32(uint16_t(v & 0xFFFF));
-      sa[2 * j + 1] = H::to_f32(uint16_t(v >> 16));
-    }
-
+    const uint32_t a0[4] = {int4x4_to_e4m3(wv.x), int4x4_to_e4m3(wv.x >> 16), int4x4_to_e4m3(wv.y),
+                            int4x4_to_e4m3(wv.y >> 16)};
+    const uint32_t a1[4] = {int4x4_to_e4m3(wv.z), int4x4_to_e4m3(wv.z >> 16), int4x4_to_e4m3(wv.w),
+                            int4x4_to_e4m3(wv.w >> 16)};
     wgmma_fence();
     wgmma_m64n128k32_e4m3_rs(part, a0, smem_desc(st.codes, 2048, 128), 0);
     wgmma_m64n128k32_e4m3_rs(part, a1, smem_desc(st.codes + 2 * 2048, 2048, 128), 1);
     wgmma_commit();
-    wgmma_wait<0>();
+  };
+  // Folds group g's exact sums (wgmma complete) into the accumulator with the two-sided scale
+  // and releases the stage. part[4j + e]: weight row row0 + 8 (e / 2), activation row
+  // 8 j + 2 t + e % 2 of the tile.
+  auto fold = [&](float(&part)[64], int64_t g) {
     fence_regs(part);
-    // Every consumer thread releases the stage itself (its own reads are then ordered before the
-    // producer's next bulk copy into it without relying on a warp-level barrier).
-    mbar_arrive(&empty[s]);
-
-    // Fold the exact group sums into the accumulator (part[4j + e]: row row0 + 8 (e / 2),
-    // activation row 8 j + 2 t + e % 2 of the tile).
+    const int s = int(g % kStages);
+    const Stage& st = stages[s];
+    if constexpr (HALF_ACC) {
+      // §4.2: acc = T_fma(T(p), T(s_a * s_w), acc). The product of two T values rounded once to
+      // T is exactly T(f32(s_a) * f32(s_w)) (the float32 product is exact), so __hmul2 computes it.
+      const uint16_t* ws = reinterpret_cast<const uint16_t*>(st.wscale);
+      const typename H::T2 sw0 = H::bcast(ws[row0]), sw1 = H::bcast(ws[row0 + 8]);
+      const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(st.ascale);
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      if constexpr (HALF_ACC) {
-        // §4.2: acc = T_fma(T(p), T(s_a * s_w), acc), pairs of adjacent activation rows.
-        const typename H::T2 s_lo = H::pack(__fmul_rn(sa[2 * j], sw0), __fmul_rn(sa[2 * j + 1], sw0));
-        const typename H::T2 s_hi = H::pack(__fmul_rn(sa[2 * j], sw1), __fmul_rn(sa[2 * j + 1], sw1));
-        hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), s_lo, hacc[2 * j]);
-        hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), s_hi, hacc[2 * j + 1]);
-      } else {
-        // §4.1 with the product p * (s_a * s_w) and the sum fused (allowed: wider accumulation).
-        acc[4 * j + 0] = fmaf(part[4 * j + 0], __fmul_rn(sa[2 * j], sw0), acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(part[4 * j + 1], __fmul_rn(sa[2 * j + 1], sw0), acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(part[4 * j + 2], __fmul_rn(sa[2 * j], sw1), acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(part[4 * j + 3], __fmul_rn(sa[2 * j + 1], sw1), acc[4 * j + 3]);
+      for (int j = 0; j < 16; ++j) {
+        const typename H::T2 a = sa[4 * j + t];
+        hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(a, sw0), hacc[2 * j]);
+        hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(a, sw1), hacc[2 * j + 1]);
+      }
+    } else {
+      // §4.1 with p * (s_a * s_w) + acc fused (allowed: wider accumulation).
+      const float* ws = reinterpret_cast<const float*>(st.wscale);
+      const float sw0 = ws[row0], sw1 = ws[row0 + 8];
+      const float2* sa = reinterpret_cast<const float2*>(st.ascale);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const float2 a = sa[4 * j + t];
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], __fmul_rn(a.x, sw0), acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], __fmul_rn(a.y, sw0), acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], __fmul_rn(a.x, sw1), acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], __fmul_rn(a.y, sw1), acc[4 * j + 3]);
       }
     }
+    mbar_arrive(&empty[s]);
+  };
+
+  // Two partial-sum buffers: group g + 1's wgmma runs on the tensor cores while group g is
+  // folded on the CUDA cores.
+  float part0[64], part1[64];
+  issue(part0, 0);
+  int64_t g = 0;
+  for (; g + 2 < G; g += 2) {  // on entry group g is in flight in part0
+    issue(part1, g + 1);
+    wgmma_wait<1>();
+    fold(part0, g);
+    issue(part0, g + 2);
+    wgmma_wait<1>();
+    fold(part1, g + 1);
+  }
+  if (g + 1 < G) {
+    issue(part1, g + 1);
+    wgmma_wait<1>();
+    fold(part0, g);
+    wgmma_wait<0>();
+    fold(part1, g + 1);
+  } else {
+    wgmma_wait<0>();
+    fold(part0, g);
   }
 
-  // Epilogue. part[] now holds u = lora_act · proj_upᵀ.
+  // Epilogue. part[] holds u = lora_act · proj_upᵀ.
+  float (&part)[64] = part0;
 #pragma unroll
   for (int i = 0; i < 64; ++i) part[i] = 0.0f;
   const int64_t n0 = nt * kTileN + row0, n1 = n0 + 8;  // < Npad: proj_up, wcscales, bias are padded
@@ -206,12 +240,13 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
 
   const float wc0 = p.wcscales[n0], wc1 = p.wcscales[n1];
   const float b0 = p.bias[n0], b1 = p.bias[n1];
+  // Final values, staged transposed in shared memory ([m][n]) for row-contiguous stores of y.
+  uint16_t* out = reinterpret_cast<uint16_t*>(smem);
+  named_barrier(1, kConsumerThreads);  // the low-rank staging area is no longer read
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int64_t m = mt * kTileM + 8 * j + 2 * t + (e % 2);
-      const int64_t n = (e < 2) ? n0 : n1;
       float v;
       if constexpr (HALF_ACC) {
         const float2 h = H::unpack(hacc[2 * j + e / 2]);
@@ -222,7 +257,24 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
       v = __fmul_rn(v, p.alpha);
       v = __fadd_rn(__fmul_rn(v, e < 2 ? wc0 : wc1), e < 2 ? b0 : b1);
       v = __fadd_rn(v, part[4 * j + e]);
-      if (m < p.M && n < p.N) p.y[m * p.N + n] = H::from_f32(v);
+      out[(8 * j + 2 * t + (e % 2)) * kOutStride + row0 + 8 * (e / 2)] = H::from_f32(v);
+    }
+  }
+  named_barrier(1, kConsumerThreads);
+  const int64_t m_base = mt * kTileM, n_base = nt * kTileN;
+  const int rows = p.M - m_base < kTileM ? int(p.M - m_base) : kTileM;
+  const int cols = p.N - n_base < kTileN ? int(p.N - n_base) : kTileN;
+  if (cols == kTileN && p.N % 8 == 0) {
+    // 16-byte stores: 16 per output row.
+    for (int i = threadIdx.x; i < rows * 16; i += kConsumerThreads) {
+      const int r = i / 16, c = (i % 16) * 8;
+      *reinterpret_cast<uint4*>(p.y + (m_base + r) * p.N + n_base + c) =
+          *reinterpret_cast<const uint4*>(out + r * kOutStride + c);
+    }
+  } else {
+    for (int i = threadIdx.x; i < rows * kTileN; i += kConsumerThreads) {
+      const int r = i / kTileN, c = i % kTileN;
+      if (c < cols) p.y[(m_base + r) * p.N + n_base + c] = out[r * kOutStride + c];
     }
   }
 }

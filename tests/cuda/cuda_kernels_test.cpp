@@ -8,6 +8,7 @@
 #ifdef SVDQUANT_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -55,7 +56,9 @@ TEST_P(CudaActivationKernel, CodesScalesBitExactLowRankClose) {
   const int64_t G = c.K / 64, Mt = cuda::ceil_div(c.M, cuda::kTileM), Mpad = Mt * cuda::kTileM;
   const int64_t Rpad = cuda::padded_rank(c.R);
   cuda::DeviceBuffer dx, pd, codes(size_t(Mt * G * cuda::kCodeTileBytes)), ascale(size_t(Mt * G * 128 * 2)),
-      lact(size_t(Mpad * std::max<int64_t>(Rpad, 1) * 4)), smooth;
+      lact(size_t(Mpad * std::max<int64_t>(Rpad, 1) * 4)), smooth,
+      lpart(size_t(cuda::act_quant_chunks(c.K) * Mpad * std::max<int64_t>(Rpad, 1) * 4)), tickets(size_t(Mpad / 16 * 4));
+  ASSERT_EQ(cudaMemset(tickets.get(), 0, tickets.size()), cudaSuccess);
   dx.upload(x.data(), x.nbytes());
   smooth.upload(w.smooth.data(), w.smooth.nbytes());
   if (Rpad > 0) {
@@ -74,6 +77,8 @@ TEST_P(CudaActivationKernel, CodesScalesBitExactLowRankClose) {
   p.codes = codes.as<uint8_t>();
   p.ascale = ascale.as<uint16_t>();
   p.lact = lact.as<float>();
+  p.lpart = lpart.as<float>();
+  p.tickets = tickets.as<unsigned>();
   p.M = c.M;
   p.K = c.K;
   p.Rpad = int(Rpad);
@@ -81,6 +86,18 @@ TEST_P(CudaActivationKernel, CodesScalesBitExactLowRankClose) {
   p.dtype = c.dtype == HalfKind::BF16 ? cuda::HalfType::BF16 : cuda::HalfType::FP16;
   cuda::launch_act_quant(p, nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  // The same with float32 scales (the fp32-accumulation format): the same values, widened.
+  cuda::DeviceBuffer ascale32(size_t(Mt * G * 128 * 4));
+  cuda::ActQuantParams p32 = p;
+  p32.ascale = ascale32.as<uint16_t>();
+  p32.scale_f32 = true;
+  cuda::launch_act_quant(p32, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> hs32(ascale32.size() / 4);
+  ASSERT_EQ(cudaMemcpy(hs32.data(), ascale32.get(), ascale32.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  std::vector<unsigned> ht(tickets.size() / 4);
+  ASSERT_EQ(cudaMemcpy(ht.data(), tickets.get(), tickets.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(std::count(ht.begin(), ht.end(), 0u), int64_t(ht.size())) << "ticket counters are left zero";
 
   std::vector<uint8_t> hc(codes.size());
   std::vector<uint16_t> hs(ascale.size() / 2);
@@ -109,6 +126,8 @@ TEST_P(CudaActivationKernel, CodesScalesBitExactLowRankClose) {
         continue;
       }
       const uint16_t rs = q.scales.data_as<uint16_t>()[m * G + g];
+      const float s32 = hs32[size_t((mt * G + g) * 128 + r)], w32 = half_to_f32(c.dtype, s);
+      bad_scales += (std::isnan(s32) || std::isnan(w32)) ? std::isnan(s32) != std::isnan(w32) : s32 != w32;
       const bool gn = std::isnan(half_to_f32(c.dtype, s)), rn = std::isnan(half_to_f32(c.dtype, rs));
       nan_scales += gn;
       bad_scales += (gn || rn) ? gn != rn : s != rs;
