@@ -15,6 +15,7 @@
 #include "layer_keys.hpp"
 #include "nunchaku_metadata.hpp"
 #include "nunchaku_models.hpp"
+#include "parallel_layers.hpp"
 #include "progress.hpp"
 #include "svdquant/checkpoint.hpp"
 #include "svdquant/error.hpp"
@@ -273,50 +274,54 @@ ConvertReport convert_nunchaku_to_canonical(const fs::path& input, const fs::pat
                         layers.front().name("proj_up") + " has rank " + std::to_string(rank) +
                         "; a canonical checkpoint has one rank");
 
-  // ---- convert, one layer at a time
+  // ---- convert: each layer is an independent job (a few threads); results are collected in
+  // layer order, so the output does not depend on the scheduling.
   QuantConfig quant;
   quant.rank = rank;
   quant.precision = precision;
   quant.modules_to_not_convert = awq_layers;
-  std::vector<std::pair<std::string, Tensor>> out;
-  std::set<std::string> emitted;
-  size_t unknown_sizes = 0;
+  struct Result {
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    std::vector<std::string> warnings;
+    bool padded = false, unknown_sizes = false, act_unsigned = false;
+  };
+  std::vector<Result> results(layers.size());
   {
     Progress bar("convert", layers.size(), opt.progress);
-    for (size_t li = 0; li < layers.size(); ++li) {
+    for_each_layer(layers.size(), [&](size_t li) {
       const SourceLayer& L = layers[li];
       const LayerFacts& lf = facts[li];
+      Result& res = results[li];
       const Tensor& q = L.get("qweight");
       const int64_t Np = q.size(0), Kp = q.size(1) * 2;
       const int64_t Ks = precision == Precision::INT4 ? Kp : L.get("wscales").size(0) * 16;
       int64_t N = Np, K = Ks;
-      bool strip = false;
       if (lf.N && lf.K) {
         int64_t n = *lf.N, k = nunchaku::round_up(*lf.K, G);
         if (nunchaku::padded_n(n) != Np || nunchaku::padded_k(k) != Kp || k > Ks) {
-          warn("layer " + L.prefix + ": the model config gives [N, K] = [" + std::to_string(*lf.N) + ", " + std::to_string(*lf.K) +
-               "] but " + L.name("qweight") + " is padded to [" + std::to_string(Np) + ", " + std::to_string(Kp) +
-               "]; keeping the padded sizes");
-          rep.padded_layers.push_back(L.prefix);
+          res.warnings.push_back("layer " + L.prefix + ": the model config gives [N, K] = [" + std::to_string(*lf.N) + ", " +
+                                 std::to_string(*lf.K) + "] but " + L.name("qweight") + " is padded to [" + std::to_string(Np) + ", " +
+                                 std::to_string(Kp) + "]; keeping the padded sizes");
+          res.padded = true;
         } else {
           if (k != *lf.K)
-            warn("layer " + L.prefix + ": K = " + std::to_string(*lf.K) + " is not a multiple of the group size; keeping K = " +
-                 std::to_string(k));
+            res.warnings.push_back("layer " + L.prefix + ": K = " + std::to_string(*lf.K) +
+                                   " is not a multiple of the group size; keeping K = " + std::to_string(k));
           N = n;
           K = k;
         }
       } else {
-        ++unknown_sizes;
-        rep.padded_layers.push_back(L.prefix);
+        res.unknown_sizes = res.padded = true;
       }
-      strip = N != Np || K != Kp;
+      const bool strip = N != Np || K != Kp;
       std::map<std::string, Tensor> c = unpack_layer(L, precision, N, K);
       if (strip && !repacks_exactly(L, precision, c)) {
         if (K == Ks && N == Np)  // only nvfp4's qweight K padding beyond the scales: cannot keep it
           throw FormatError(L.name("qweight") + ": codes beyond K = " + std::to_string(Ks) + " (the extent of " + L.name("wscales") +
                             ") are not zero padding");
-        warn("layer " + L.prefix + ": the padding does not hold nunchaku's fills (zero weights, unit scales); keeping padded sizes");
-        rep.padded_layers.push_back(L.prefix);
+        res.warnings.push_back("layer " + L.prefix +
+                               ": the padding does not hold nunchaku's fills (zero weights, unit scales); keeping padded sizes");
+        res.padded = true;
         N = Np;
         K = Ks;
         c = unpack_layer(L, precision, N, K);
@@ -325,7 +330,7 @@ ConvertReport convert_nunchaku_to_canonical(const fs::path& input, const fs::pat
                             ") are not zero padding");
       }
       // The canonical layer must pass the same validation the runtime applies.
-      const bool act_unsigned = lf.act == Signedness::UNSIGNED;
+      res.act_unsigned = lf.act == Signedness::UNSIGNED;
       LayerWeights w;
       w.prefix = L.prefix;
       w.qweight = c.at("qweight");
@@ -336,26 +341,32 @@ ConvertReport convert_nunchaku_to_canonical(const fs::path& input, const fs::pat
       if (c.count("bias")) w.bias = c.at("bias");
       if (c.count("wcscales")) w.wcscales = c.at("wcscales");
       if (c.count("wtscale")) w.wtscale = c.at("wtscale");
-      w.validate(precision, act_unsigned);
-      for (auto& [name, t] : layer_tensors(w)) {
-        rep.output_bytes += t.nbytes();
-        emitted.insert(name);
-        out.emplace_back(name, t);
-      }
-      if (c.count("smooth_factor_orig")) {
-        const std::string name = L.prefix + ".smooth_factor_orig";
-        rep.output_bytes += c.at("smooth_factor_orig").nbytes();
-        emitted.insert(name);
-        out.emplace_back(name, c.at("smooth_factor_orig"));
-      }
-      for (const auto& [s, t] : L.t) rep.input_bytes += t.nbytes();
-      if (act_unsigned) {
-        quant.act_unsigned_modules.push_back(L.prefix);
-        rep.act_unsigned_layers.push_back(L.prefix);
-      }
-      rep.quantized_layers.push_back(L.prefix);
+      w.validate(precision, res.act_unsigned);
+      res.tensors = layer_tensors(w);
+      if (c.count("smooth_factor_orig")) res.tensors.emplace_back(L.prefix + ".smooth_factor_orig", c.at("smooth_factor_orig"));
       bar.step(L.prefix);
+    });
+  }
+  std::vector<std::pair<std::string, Tensor>> out;
+  std::set<std::string> emitted;
+  size_t unknown_sizes = 0;
+  for (size_t li = 0; li < layers.size(); ++li) {
+    Result& res = results[li];
+    const SourceLayer& L = layers[li];
+    for (const auto& w : res.warnings) warn(w);
+    if (res.padded) rep.padded_layers.push_back(L.prefix);
+    unknown_sizes += res.unknown_sizes;
+    for (auto& [name, t] : res.tensors) {
+      rep.output_bytes += t.nbytes();
+      emitted.insert(name);
+      out.emplace_back(name, std::move(t));
     }
+    for (const auto& [s, t] : L.t) rep.input_bytes += t.nbytes();
+    if (res.act_unsigned) {
+      quant.act_unsigned_modules.push_back(L.prefix);
+      rep.act_unsigned_layers.push_back(L.prefix);
+    }
+    rep.quantized_layers.push_back(L.prefix);
   }
   if (unknown_sizes)
     warn(std::to_string(unknown_sizes) + " layer(s) have no true sizes in the model config (model_class '" + model_class +

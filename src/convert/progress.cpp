@@ -16,6 +16,7 @@ Progress::~Progress() {
 }
 
 void Progress::step(const std::string& item) {
+  std::lock_guard<std::mutex> lock(mu_);
   ++done_;
   if (enabled_) draw(item);
 }

@@ -11,6 +11,7 @@
 #include "layer_keys.hpp"
 #include "nunchaku_metadata.hpp"
 #include "nunchaku_models.hpp"
+#include "parallel_layers.hpp"
 #include "progress.hpp"
 #include "svdquant/checkpoint.hpp"
 #include "svdquant/error.hpp"
@@ -91,11 +92,20 @@ ConvertReport convert_canonical_to_nunchaku(const fs::path& input, const fs::pat
     owned.insert(n);
   }
 
-  std::vector<std::pair<std::string, Tensor>> out;
-  int max_rank = 0;
+  // Each layer is an independent job (a few threads); results are collected in layer order.
+  struct Result {
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    std::vector<std::string> warnings;
+    uint64_t input_bytes = 0;
+    int64_t R = 0;
+    bool act_unsigned = false;
+  };
+  std::vector<Result> results(layers.size());
   {
     Progress bar("convert", layers.size(), opt.progress);
-    for (const auto& p : layers) {
+    for_each_layer(layers.size(), [&](size_t li) {
+      const std::string& p = layers[li];
+      Result& res = results[li];
       const LayerWeights w = ck.layer(p);
       const LayerDesc& d = w.desc;
       const LayerFacts lf = layer_facts(family, config, p, d.precision);
@@ -104,13 +114,10 @@ ConvertReport convert_canonical_to_nunchaku(const fs::path& input, const fs::pat
                                model_class + " runs this layer with " + (d.act_unsigned ? "signed" : "unsigned") +
                                " activations in nunchaku");
       if (lf.act == Signedness::UNKNOWN && d.act_unsigned)
-        warn("layer " + p + " takes unsigned activations; make sure nunchaku's " + model_class + " shifts its input");
+        res.warnings.push_back("layer " + p + " takes unsigned activations; make sure nunchaku's " + model_class + " shifts its input");
       const int64_t Np = nunchaku::padded_n(d.N), Kp = nunchaku::padded_k(d.K);
       auto name = [&](const std::string& canon) { return p + "." + nunchaku_name(canon, style); };
-      auto emit = [&](const std::string& canon, Tensor t) {
-        rep.output_bytes += t.nbytes();
-        out.emplace_back(name(canon), std::move(t));
-      };
+      auto emit = [&](const std::string& canon, Tensor t) { res.tensors.emplace_back(name(canon), std::move(t)); };
       emit("qweight", nunchaku::pack_qweight(w.qweight, Np, Kp, name("qweight")));
       emit("wscales", d.precision == Precision::INT4
                           ? nunchaku::pack_wscales_int4(w.wscales, Np, nunchaku::padded_scale_rows(d.precision, d.K), name("wscales"))
@@ -133,12 +140,25 @@ ConvertReport convert_canonical_to_nunchaku(const fs::path& input, const fs::pat
       emit("smooth_factor_orig", nunchaku::pack_vector(ck.has_tensor(orig) ? ck.tensor(orig) : w.smooth, Kp, name("smooth_factor_orig")));
       emit("proj_down", nunchaku::pack_lora_down(w.proj_down, Kp, name("proj_down")));
       emit("proj_up", nunchaku::pack_lora_up(w.proj_up, Np, name("proj_up")));
-      for (const auto& [n, t] : layer_tensors(w)) rep.input_bytes += t.nbytes();
-      if (d.act_unsigned) rep.act_unsigned_layers.push_back(p);
-      max_rank = std::max(max_rank, int(d.R));
-      rep.quantized_layers.push_back(p);
+      for (const auto& [n, t] : layer_tensors(w)) res.input_bytes += t.nbytes();
+      res.act_unsigned = d.act_unsigned;
+      res.R = d.R;
       bar.step(p);
+    });
+  }
+  std::vector<std::pair<std::string, Tensor>> out;
+  int max_rank = 0;
+  for (size_t li = 0; li < layers.size(); ++li) {
+    Result& res = results[li];
+    for (const auto& w : res.warnings) warn(w);
+    for (auto& [n, t] : res.tensors) {
+      rep.output_bytes += t.nbytes();
+      out.emplace_back(n, std::move(t));
     }
+    rep.input_bytes += res.input_bytes;
+    if (res.act_unsigned) rep.act_unsigned_layers.push_back(layers[li]);
+    max_rank = std::max(max_rank, int(res.R));
+    rep.quantized_layers.push_back(layers[li]);
   }
   for (const auto& n : ck.tensor_names()) {
     if (owned.count(n)) continue;
