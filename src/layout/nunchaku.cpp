@@ -29,11 +29,21 @@ Tensor contiguous(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
 uint16_t half_one(DType t) { return t == DType::BF16 ? uint16_t(0x3F80) : uint16_t(0x3C00); }
 constexpr uint8_t kE4m3One = 0x38;
 
-// qweight: index of the 32-bit word holding codes k .. k+7 (k % 8 == 0) of row n.
-inline int64_t qweight_word(int64_t n, int64_t k, int64_t Kp) {
-  const int64_t bn = n / 128, np = (n % 128) / 16, ns = (n % 16) / 8, nl = n % 8;
-  const int64_t bk = k / 64, ks = (k % 64) / 32, kl = (k % 32) / 8;
-  return ((((bn * (Kp / 64) + bk) * 8 + np) * 32 + (nl * 4 + kl)) * 4) + (ns * 2 + ks);
+// qweight: the 32-bit word holding codes k .. k+7 (k % 8 == 0) of row n is
+//   ((((bn * (Kp/64) + bk) * 8 + np) * 32 + (nl * 4 + kl)) * 4) + (ns * 2 + ks)
+// with bn = n/128, np = (n%128)/16, ns = (n%16)/8, nl = n%8, bk = k/64, ks = (k%64)/32, kl = (k%32)/8.
+// Calls fn(word, n, k) for every word of a [Np, Kp/2] qweight in file order (the loops below are
+// that formula's digits, most significant first).
+template <class Fn>
+void for_each_qweight_word(int64_t Np, int64_t Kp, Fn&& fn) {
+  int64_t word = 0;
+  for (int64_t bn = 0; bn < Np / 128; ++bn)
+    for (int64_t bk = 0; bk < Kp / 64; ++bk)
+      for (int64_t np = 0; np < 8; ++np)
+        for (int64_t nl = 0; nl < 8; ++nl)
+          for (int64_t kl = 0; kl < 4; ++kl)
+            for (int64_t ns = 0; ns < 2; ++ns)
+              for (int64_t ks = 0; ks < 2; ++ks, ++word) fn(word, bn * 128 + np * 16 + ns * 8 + nl, bk * 64 + ks * 32 + kl * 8);
 }
 
 // int4 wscales and 1-D vectors: flat index of element (n, g) with G groups in the file.
@@ -111,10 +121,11 @@ Tensor pack_qweight(const Tensor& canonical, int64_t Np, int64_t Kp, const std::
   const auto* src = c.data_as<uint8_t>();
   auto* dst = out.data_as<uint8_t>();
   // Eight consecutive codes of a row are four canonical bytes and, read little-endian, exactly
-  // one nunchaku word (code r in bits 4r..4r+3): the permutation moves whole 32-bit words.
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t k = 0; k < K; k += 8)
-      std::memcpy(dst + 4 * qweight_word(n, k, Kp), src + n * (K / 2) + k / 2, 4);
+  // one nunchaku word (code r in bits 4r..4r+3): the permutation moves whole 32-bit words. Words
+  // are visited in file order, so the writes are sequential and the reads stay in one 128 x 64 tile.
+  for_each_qweight_word(Np, Kp, [&](int64_t word, int64_t n, int64_t k) {
+    if (n < N && k < K) std::memcpy(dst + 4 * word, src + n * (K / 2) + k / 2, 4);
+  });
   return out;
 }
 
@@ -127,9 +138,9 @@ Tensor unpack_qweight(const Tensor& packed, int64_t N, int64_t K, const std::str
   Tensor out = Tensor::zeros(DType::I8, {N, K / 2});
   const auto* src = p.data_as<uint8_t>();
   auto* dst = out.data_as<uint8_t>();
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t k = 0; k < K; k += 8)
-      std::memcpy(dst + n * (K / 2) + k / 2, src + 4 * qweight_word(n, k, Kp), 4);
+  for_each_qweight_word(Np, Kp, [&](int64_t word, int64_t n, int64_t k) {
+    if (n < N && k < K) std::memcpy(dst + n * (K / 2) + k / 2, src + 4 * word, 4);
+  });
   return out;
 }
 
