@@ -165,7 +165,7 @@ int main() {
     const int64_t Mmax = Ms.back();
     // Inputs: x for us (bf16), x and W for cuBLAS BF16, e4m3 copies for cuBLASLt FP8.
     cuda::DeviceBuffer x(size_t(Mmax * K * 2)), y(size_t(Mmax * N * 2)), wb(size_t(N * K * 2)), x8(size_t(Mmax * K)),
-        w8(size_t(N * K)), scales(8);
+        w8(size_t(N * K)), scales(512);
     {
       const auto hx = random_bf16(size_t(Mmax * K), 1.0f, rng);
       ck(cudaMemcpy(x.get(), hx.data(), x.size(), cudaMemcpyHostToDevice), "x");
@@ -175,8 +175,9 @@ int main() {
       for (auto& b : h8) b = uint8_t(rng() & 0x77);  // finite e4m3 values
       ck(cudaMemcpy(x8.get(), h8.data(), x8.size(), cudaMemcpyHostToDevice), "x8");
       ck(cudaMemcpy(w8.get(), h8.data(), w8.size(), cudaMemcpyHostToDevice), "w8");
-      const float s[2] = {0.5f, 0.25f};
-      ck(cudaMemcpy(scales.get(), s, 8, cudaMemcpyHostToDevice), "scales");
+      const float s[2] = {0.5f, 0.25f};  // one scale per operand, 256 bytes apart
+      ck(cudaMemcpy(scales.get(), &s[0], 4, cudaMemcpyHostToDevice), "scales");
+      ck(cudaMemcpy(scales.as<uint8_t>() + 256, &s[1], 4, cudaMemcpyHostToDevice), "scales");
     }
     // Activation kernel alone, with its own workspace.
     const int64_t G = K / 64, Mtmax = cuda::ceil_div(Mmax, cuda::kTileM);
@@ -225,7 +226,7 @@ int main() {
       ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)), "transa");
       ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)), "transb");
       const void* sa = scales.as<float>();
-      const void* sb = scales.as<float>() + 1;
+      const void* sb = scales.as<uint8_t>() + 256;
       ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa)), "ascale");
       ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb)), "bscale");
       cublasLtMatrixLayout_t la, lb, lc;
@@ -281,6 +282,73 @@ int main() {
                 (long long)r.M, (long long)r.K, (long long)r.N, r.ours_fp32 * 1e3, r.ours_half * 1e3, r.act * 1e3, act_gbs,
                 100.0 * act_gbs / copy_gbs, r.bf16 * 1e3, r.fp8 * 1e3, flops / (r.ours_fp32 * 1e9), r.bf16 / r.ours_fp32,
                 r.fp8 > 0 ? r.fp8 / r.ours_fp32 : 0.0, r.bf16 / r.ours_half);
+  }
+  // GEMM breakdown (fp32 accumulation, K = N = 3072): the GEMM kernel alone, then with the
+  // per-group fold left out, the wgmma left out, and both (the load pipeline alone).
+  {
+    const int64_t K = 3072, N = 3072, G = K / 64, Nt = cuda::ceil_div(N, cuda::kTileN);
+    const LayerWeights w = random_layer(N, K, R, rng);
+    cuda::DeviceBuffer wfrag, wscale, wc, bias, pu, smooth, pd;
+    const auto frag = cuda::pack_weight_fragments(w.qweight, N, K);
+    wfrag.upload(frag.data(), frag.size());
+    std::vector<float> ws(size_t(Nt * G * 128), 0.0f);
+    for (int64_t nt = 0; nt < Nt; ++nt)
+      for (int64_t g = 0; g < G; ++g)
+        for (int r = 0; r < 128; ++r)
+          ws[size_t((nt * G + g) * 128 + r)] = bf16_to_f32(w.wscales.data_as<uint16_t>()[g * N + nt * 128 + r]);
+    wscale.upload(ws.data(), ws.size() * 4);
+    std::vector<float> ones(size_t(Nt * 128), 1.0f), zeros(size_t(Nt * 128 * R), 0.0f);
+    wc.upload(ones.data(), ones.size() * 4);
+    bias.upload(zeros.data(), size_t(Nt * 128) * 4);
+    pu.upload(zeros.data(), zeros.size() * 4);
+    smooth.upload(w.smooth.data(), w.smooth.nbytes());
+    const auto pdf = cuda::pack_proj_down(w.proj_down, K, R, R);
+    pd.upload(pdf.data(), pdf.size() * 4);
+    std::printf("\nGEMM kernel alone, fp32 accumulation, K = N = 3072 (us): full | no fold | no wgmma | loads only\n");
+    for (int64_t M : {int64_t(256), int64_t(4608)}) {
+      const int64_t Mt = cuda::ceil_div(M, 128);
+      cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2)), codes(size_t(Mt * G * cuda::kCodeTileBytes)),
+          ascale(size_t(Mt * G * 512)), lact(size_t(Mt * 128 * R * 4)),
+          lpart(size_t(cuda::act_quant_chunks(K) * Mt * 128 * R * 4)), tickets(size_t(Mt * 8 * 4));
+      ck(cudaMemset(tickets.get(), 0, tickets.size()), "tickets");
+      const auto hx = random_bf16(size_t(M * K), 1.0f, rng);
+      ck(cudaMemcpy(x.get(), hx.data(), x.size(), cudaMemcpyHostToDevice), "x");
+      cuda::ActQuantParams ap;
+      ap.x = x.as<uint16_t>();
+      ap.smooth = smooth.as<uint16_t>();
+      ap.pdfrag = pd.as<uint32_t>();
+      ap.codes = codes.as<uint8_t>();
+      ap.ascale = ascale.as<uint16_t>();
+      ap.lact = lact.as<float>();
+      ap.lpart = lpart.as<float>();
+      ap.tickets = tickets.as<unsigned>();
+      ap.scale_f32 = true;
+      ap.M = M;
+      ap.K = K;
+      ap.Rpad = int(R);
+      cuda::launch_act_quant(ap, stream);
+      cuda::GemmParams gp;
+      gp.codes = codes.as<uint8_t>();
+      gp.ascale = ascale.get();
+      gp.lact = lact.as<float>();
+      gp.wfrag = wfrag.as<uint8_t>();
+      gp.wscale = wscale.get();
+      gp.wcscales = wc.as<float>();
+      gp.bias = bias.as<float>();
+      gp.proj_up = pu.as<float>();
+      gp.y = y.as<uint16_t>();
+      gp.M = M;
+      gp.N = N;
+      gp.K = K;
+      gp.Rpad = int(R);
+      double t[4];
+      for (int v = 0; v < 4; ++v) {
+        gp.profile_skip = v;
+        t[v] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+      }
+      std::printf("M=%lld: %.1f | %.1f | %.1f | %.1f   (%.0f TOPS full)\n", (long long)M, t[0] * 1e3, t[1] * 1e3,
+                  t[2] * 1e3, t[3] * 1e3, 2.0 * double(M) * double(N) * double(K) / (t[0] * 1e9));
+    }
   }
   cublasDestroy(cublas);
   cublasLtDestroy(lt);

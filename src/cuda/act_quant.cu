@@ -73,7 +73,7 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&a)[4], const void* smem_r
 
 // RT: rank tiles of 8 (Rpad = 8 RT); 0 when the layer has no low-rank branch.
 template <bool BF16, int RT>
-__global__ void __launch_bounds__(kWarps * 32) act_quant_kernel(const ActQuantParams p) {
+__global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 3 : 2) act_quant_kernel(const ActQuantParams p) {
   using H = HalfOps<BF16>;
   __shared__ __align__(16) uint16_t xtile[kWarps][kRowsPerBlock][kXStride];
   __shared__ float lsum[kRowsPerBlock][RT > 0 ? RT * 8 : 1];

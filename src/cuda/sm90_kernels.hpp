@@ -47,6 +47,9 @@ struct GemmParams {
   float alpha = 1.0f;
   bool half_accumulate = false;       // NUMERICS.md §4.2 instead of §4.1
   HalfType dtype = HalfType::BF16;
+  // Profiling only (cuda_bench's breakdown; wrong results): bit 0 leaves out the per-group fold,
+  // bit 1 the wgmma. 0 in every real call.
+  int profile_skip = 0;
 };
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream);
 
