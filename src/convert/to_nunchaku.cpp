@@ -182,7 +182,9 @@ ConvertReport convert_canonical_to_nunchaku(const fs::path& input, const fs::pat
     try {
       keep = parse_nunchaku_precision(md["quantization_config"], "quantization_config") == quant.precision;
       const json q = json::parse(md["quantization_config"]);
-      if (q.contains("rank") && (!q["rank"].is_number_integer() || q["rank"].get<int>() != max_rank)) keep = false;
+      // nunchaku's Python loaders read the rank from here, defaulting to 32 when it is absent.
+      const int recorded = q.contains("rank") && q["rank"].is_number_integer() ? q["rank"].get<int>() : (q.contains("rank") ? -1 : 32);
+      if (recorded != max_rank) keep = false;
     } catch (const Error&) {
       keep = false;
     }

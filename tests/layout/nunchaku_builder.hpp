@@ -21,6 +21,7 @@ struct NunchakuFileBuilder {
   nlohmann::json config = nlohmann::json::object();
   std::string precision = "int4";  // quantization_config weight dtype spelling: "int4" | "fp4_e2m1_all" | anything
   bool lora_style = true;           // lora_down/lora_up/smooth/smooth_orig vs proj_down/proj_up/smooth_factor/...
+  int rank = 0;                     // recorded in quantization_config when nonzero (nunchaku's loaders assume 32)
   std::vector<std::pair<std::string, Tensor>> tensors;
 
   std::string spell(const std::string& canon) const {
@@ -74,6 +75,7 @@ struct NunchakuFileBuilder {
     nlohmann::json q = {{"method", "svdquant"},
                         {"weight", {{"dtype", precision}, {"scale_dtype", nullptr}, {"group_size", fp4 ? 16 : 64}}},
                         {"activation", {{"dtype", precision}, {"scale_dtype", nullptr}, {"group_size", fp4 ? 16 : 64}}}};
+    if (rank) q["rank"] = rank;
     md["quantization_config"] = q.dump();
     md["comfy_config"] = R"({"model_config": {"test": true}})";
     return md;

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "nunchaku_builder.hpp"
@@ -151,6 +152,8 @@ TEST_F(LoraMerge, MergedCheckpointExportsToNunchaku) {
   const SafetensorsFile f = SafetensorsFile::open(dir_ / "merged.safetensors");
   EXPECT_EQ(f.info(kP + ".lora_down").shape, (Shape{256, 48}));
   EXPECT_EQ(f.info(kP + ".lora_up").shape, (Shape{256, 48}));
+  // nunchaku's Python loaders take the rank from quantization_config (32 when absent).
+  EXPECT_EQ(nlohmann::json::parse(f.metadata().at("quantization_config"))["rank"], 48);
 }
 
 TEST_F(LoraMerge, BadLorasAreRefused) {

@@ -166,6 +166,7 @@ TEST_F(ConvertTest, PaddingRemovedWhereConfigKnowsSizes) {
     NunchakuFileBuilder b;
     b.config = svdquant::testing::flux_config(1, 320);  // h = 320, MLP = 1280
     b.precision = p == Precision::INT4 ? "int4" : "fp4_e2m1_all";
+    b.rank = 48;
     const auto out_proj = svdquant::testing::random_canonical_layer(320, 320, 48, p, 40);
     const auto qkv = svdquant::testing::random_canonical_layer(960, 320, 48, p, 50);
     b.add_packed_layer("transformer_blocks.0.out_proj", out_proj, p);
