@@ -3,7 +3,7 @@
 # (tests and benchmarks on), run the GPU tests, compute-sanitizer (memcheck, racecheck) on a
 # subset, and the benchmark; print a short table last. Logs go to $OUT (default: ./gpu-check-out).
 #
-#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench]     (default: all four)
+#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [ncu]   (default: the first four)
 #
 # Dependencies: where the Debian dev packages are missing (the lent GPU machines), the .debs in
 # .deps/ (fetched beforehand with `apt-get download`, see docs/perf-notes.md) are unpacked with
@@ -49,8 +49,8 @@ if has build; then
   t0=$(date +%s)
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSVDQUANT_BUILD_TESTS=ON \
     -DSVDQUANT_BUILD_BENCH=ON "${EXTRA[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; }
-  # -k 0: a broken target elsewhere must not hide the CUDA results.
-  cmake --build "$BUILD" -j 16 -- -k 0 > "$OUT/build.log" 2>&1
+  # -k 0: a broken target elsewhere must not hide the CUDA results. Only what this script runs.
+  cmake --build "$BUILD" -j 16 --target cuda_tests cuda_bench -- -k 0 > "$OUT/build.log" 2>&1
   RESULT[build]="rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E "error|warning: " "$OUT/build.log" | grep -v "^ninja: build stopped" | head -20
   grep -E "ptxas|registers|spill" "$OUT/build.log" | head -20
@@ -81,7 +81,7 @@ fi
 
 if has sanitize; then
   if [ -x "$TESTS" ]; then
-    FILTER='Shapes/CudaActivationKernel.*/0:Shapes/CudaActivationKernel.*/1:Shapes/CudaActivationKernel.*/3:Shapes/CudaLayer.*M7_*:Types/CudaHalfBitwise.*/0:CudaLayerRuns.Bad*'
+    FILTER='Shapes/CudaFp8Activations.*/1:Shapes/CudaFp8Layer.*/1:Shapes/CudaActivationKernel.*/0:Shapes/CudaActivationKernel.*/1:Shapes/CudaActivationKernel.*/3:Shapes/CudaLayer.*M7_*:Types/CudaHalfBitwise.*/0:CudaLayerRuns.Bad*'
     for tool in memcheck racecheck; do
       compute-sanitizer --tool $tool --error-exitcode 3 "$TESTS" --gtest_filter="$FILTER" > "$OUT/sanitizer-$tool.log" 2>&1
       RESULT[$tool]="rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" | tail -1)"
@@ -101,11 +101,26 @@ if has bench; then
   fi
 fi
 
+if has ncu; then
+  # Hardware counters of our kernels and cuBLAS's at M = 4608, K = N = 3072 (clocks left alone).
+  BENCH=$BUILD/bench/cuda/cuda_bench
+  if [ -x "$BENCH" ] && command -v ncu > /dev/null; then
+    ncu --clock-control none --kernel-name regex:'w4a4|quant|gemm|nvjet|xmma|cutlass' \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \
+      --section Occupancy "$BENCH" --profile > "$OUT/ncu.log" 2>&1
+    RESULT[ncu]="rc=$? (ncu.log)"
+    grep -E "^  [a-zA-Z_].*\(|Duration|Memory Throughput|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy" "$OUT/ncu.log" | head -120 > "$OUT/ncu-summary.log"
+  else
+    RESULT[ncu]="not built or no ncu"
+  fi
+fi
+
 echo
 echo "==================== gpu-check summary ===================="
 head -2 "$OUT/env.log" | tail -1
-for k in build sass tests memcheck racecheck bench; do
+for k in build sass tests memcheck racecheck bench ncu; do
   [ -n "${RESULT[$k]:-}" ] && printf "%-10s %s\n" "$k" "${RESULT[$k]}"
 done
-[ -f "$OUT/bench.log" ] && grep -E "^\|" "$OUT/bench.log" | head -40
+[ -f "$OUT/ncu-summary.log" ] && cat "$OUT/ncu-summary.log"
+[ -f "$OUT/bench.log" ] && grep -E "^\||^M=|^device" "$OUT/bench.log" | head -40
 exit 0

@@ -41,7 +41,8 @@ void ckb(cublasStatus_t s, const char* what) {
   }
 }
 
-constexpr int kIters = 60, kWarmup = 5;
+// --profile (for ncu): one shape, one warm-up and one timed run of everything.
+int kIters = 60, kWarmup = 5;
 
 struct Timer {
   cudaStream_t stream;
@@ -109,12 +110,14 @@ LayerWeights random_layer(int64_t N, int64_t K, int64_t R, std::mt19937_64& rng)
 
 struct Row {
   int64_t M, K, N;
-  double ours_fp32, ours_half, act, bf16, fp8;
+  double ours_fp32, ours_half, ours_fp8, act, bf16, fp8;
 };
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  const bool profile = argc > 1 && std::string(argv[1]) == "--profile";
+  if (profile) kIters = kWarmup = 1;
   const Backend* be = BackendRegistry::instance().find("cuda-sm90");
   if (!be) {
     std::printf("cuda_bench: built without the cuda-sm90 backend\n");
@@ -152,16 +155,22 @@ int main() {
               prop.multiProcessorCount, prop.l2CacheSize >> 20, copy_gbs);
 
   const int64_t R = 32;
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {{3072, 3072}, {3072, 12288}, {12288, 3072}, {3072, 21504}};
-  const std::vector<int64_t> Ms = {256, 1024, 4608};
+  std::vector<std::pair<int64_t, int64_t>> shapes = {{3072, 3072}, {3072, 12288}, {12288, 3072}, {3072, 21504}};
+  std::vector<int64_t> Ms = {256, 1024, 4608};
+  if (profile) {
+    shapes.resize(1);
+    Ms = {4608};
+  }
   std::mt19937_64 rng(2024);
   std::vector<Row> rows;
   for (auto [K, N] : shapes) {
     const LayerWeights w = random_layer(N, K, R, rng);
-    ForwardOptions f32opt, halfopt;
+    ForwardOptions f32opt, halfopt, fp8opt;
     halfopt.accumulate = Accumulate::HALF;
+    fp8opt.activations = Activations::FP8;
     auto layer32 = be->prepare(w, f32opt);
     auto layerh = be->prepare(w, halfopt);
+    auto layer8 = be->prepare(w, fp8opt);
     const int64_t Mmax = Ms.back();
     // Inputs: x for us (bf16), x and W for cuBLAS BF16, e4m3 copies for cuBLASLt FP8.
     cuda::DeviceBuffer x(size_t(Mmax * K * 2)), y(size_t(Mmax * N * 2)), wb(size_t(N * K * 2)), x8(size_t(Mmax * K)),
@@ -190,12 +199,13 @@ int main() {
     pd.upload(frag.data(), frag.size() * 4);
 
     for (int64_t M : Ms) {
-      Row row{M, K, N, 0, 0, 0, 0, 0};
+      Row row{M, K, N, 0, 0, 0, 0, 0, 0};
       const Device dev{DeviceType::CUDA, 0};
       const Tensor tx = Tensor::wrap(x.get(), DType::BF16, {M, K}, dev);
       Tensor ty = Tensor::wrap(y.get(), DType::BF16, {M, N}, dev);
       row.ours_fp32 = timer.median_ms([&] { be->forward(*layer32, tx, ty, stream); });
       row.ours_half = timer.median_ms([&] { be->forward(*layerh, tx, ty, stream); });
+      row.ours_fp8 = timer.median_ms([&] { be->forward(*layer8, tx, ty, stream); });
       cuda::ActQuantParams ap;
       ap.x = x.as<uint16_t>();
       ap.smooth = smooth.as<uint16_t>();
@@ -269,24 +279,25 @@ int main() {
   }
 
   std::printf("\nmedian of %d runs after %d warm-up, L2 evicted before each run; times in microseconds; "
-              "TOPS = 2MNK / time; ratios = baseline time / our whole-layer time (fp32 accumulation)\n\n",
+              "TOPS = 2MNK / time; ratios = baseline time / our whole-layer time; int4 = 4-bit (checkpoint) "
+              "activations, fp8 = fp8 activations (NUMERICS.md §5)\n\n",
               kIters, kWarmup);
-  std::printf("| M | K | N | ours fp32 us | ours half us | act us | act GB/s | act %% copy | BF16 us | FP8 us | ours TOPS | "
-              "vs BF16 | vs FP8 | half vs BF16 |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| M | K | N | int4 fp32 us | int4 half us | fp8 us | act us | act GB/s | act %% copy | BF16 us | FP8 us | "
+              "fp8 TOPS | int4 fp32 vs BF16 | int4 half vs BF16 | fp8 vs BF16 | fp8 vs FP8 |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
     const double flops = 2.0 * double(r.M) * double(r.N) * double(r.K);
     const double act_bytes = double(r.M) * double(r.K) * (2 + 1) + double(r.M) * double(r.K / 64) * 4 + double(r.M) * R * 4;
     const double act_gbs = act_bytes / (r.act * 1e6);
-    std::printf("| %lld | %lld | %lld | %.1f | %.1f | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.0f | %.2fx | %.2fx | %.2fx |\n",
-                (long long)r.M, (long long)r.K, (long long)r.N, r.ours_fp32 * 1e3, r.ours_half * 1e3, r.act * 1e3, act_gbs,
-                100.0 * act_gbs / copy_gbs, r.bf16 * 1e3, r.fp8 * 1e3, flops / (r.ours_fp32 * 1e9), r.bf16 / r.ours_fp32,
-                r.fp8 > 0 ? r.fp8 / r.ours_fp32 : 0.0, r.bf16 / r.ours_half);
+    std::printf("| %lld | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.0f | %.2fx | %.2fx | %.2fx | %.2fx |\n",
+                (long long)r.M, (long long)r.K, (long long)r.N, r.ours_fp32 * 1e3, r.ours_half * 1e3, r.ours_fp8 * 1e3,
+                r.act * 1e3, act_gbs, 100.0 * act_gbs / copy_gbs, r.bf16 * 1e3, r.fp8 * 1e3, flops / (r.ours_fp8 * 1e9),
+                r.bf16 / r.ours_fp32, r.bf16 / r.ours_half, r.bf16 / r.ours_fp8, r.fp8 > 0 ? r.fp8 / r.ours_fp8 : 0.0);
   }
   // GEMM breakdown (fp32 accumulation, K = N = 3072): the GEMM kernel alone, then with the
   // per-group fold left out, the wgmma left out, and both (the load pipeline alone).
   {
-    const int64_t K = 3072, N = 3072, G = K / 64, Nt = cuda::ceil_div(N, cuda::kTileN);
+    const int64_t K = 3072, N = 3072, G = K / 64, Nt = cuda::weight_tiles(N);
     const LayerWeights w = random_layer(N, K, R, rng);
     cuda::DeviceBuffer wfrag, wscale, wc, bias, pu, smooth, pd;
     const auto frag = cuda::pack_weight_fragments(w.qweight, N, K);
@@ -304,8 +315,9 @@ int main() {
     smooth.upload(w.smooth.data(), w.smooth.nbytes());
     const auto pdf = cuda::pack_proj_down(w.proj_down, K, R, R);
     pd.upload(pdf.data(), pdf.size() * 4);
-    std::printf("\nGEMM kernel alone, fp32 accumulation, K = N = 3072 (us): full | no fold | no wgmma | loads only\n");
-    for (int64_t M : {int64_t(256), int64_t(4608)}) {
+    std::printf("\nGEMM kernel alone, K = N = 3072 (us): fp32 accumulation: full | no clusters | no fold | no wgmma | "
+                "loads only; fp8 mode: full | no clusters\n");
+    for (int64_t M : profile ? std::vector<int64_t>{4608} : std::vector<int64_t>{256, 4608}) {
       const int64_t Mt = cuda::ceil_div(M, 128);
       cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2)), codes(size_t(Mt * G * cuda::kCodeTileBytes)),
           ascale(size_t(Mt * G * 512)), lact(size_t(Mt * 128 * R * 4)),
@@ -341,13 +353,31 @@ int main() {
       gp.N = N;
       gp.K = K;
       gp.Rpad = int(R);
-      double t[4];
+      cuda::DeviceBuffer rs(size_t(Mt * 128 * 4));
+      {
+        const std::vector<float> one(size_t(Mt * 128), 1.0f / 448.0f);
+        rs.upload(one.data(), one.size() * 4);
+      }
+      gp.row_scale = rs.as<float>();
+      double t[4], nocluster = 0, f8[2];
       for (int v = 0; v < 4; ++v) {
         gp.profile_skip = v;
         t[v] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       }
-      std::printf("M=%lld: %.1f | %.1f | %.1f | %.1f   (%.0f TOPS full)\n", (long long)M, t[0] * 1e3, t[1] * 1e3,
-                  t[2] * 1e3, t[3] * 1e3, 2.0 * double(M) * double(N) * double(K) / (t[0] * 1e9));
+      gp.profile_skip = 0;
+      gp.cluster = 1;
+      nocluster = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+      gp.mode = cuda::GemmMode::FP8;
+      for (int c = 0; c < 2; ++c) {
+        gp.cluster = c == 0 ? cuda::kClusterN : 1;
+        f8[c] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+      }
+      gp.mode = cuda::GemmMode::FP32;
+      gp.cluster = cuda::kClusterN;
+      const double flop = 2.0 * double(M) * double(N) * double(K);
+      std::printf("M=%lld: fp32 %.1f | %.1f | %.1f | %.1f | %.1f   fp8 %.1f | %.1f   (%.0f / %.0f TOPS fp32 / fp8 full)\n",
+                  (long long)M, t[0] * 1e3, nocluster * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, f8[0] * 1e3, f8[1] * 1e3,
+                  flop / (t[0] * 1e9), flop / (f8[0] * 1e9));
     }
   }
   cublasDestroy(cublas);

@@ -5,6 +5,13 @@
 // l = x · proj_down (§4.3) with bf16/fp16 tensor-core MMAs accumulating in float32. Products of
 // two T values are exact in float32, so this is §4.3's float32 sum in another order (allowed).
 //
+// fp8 activations (§5) need the amax of a whole row before any code: the same kernel (FP8 = true)
+// computes xs, the low-rank partial sums and each group's amax, folded into the row's amax with an
+// integer atomicMax on the float bits (max is order-independent, so this is deterministic; NaN's
+// bits are above every finite value's and Inf's); a second kernel (fp8_quant_kernel) recomputes
+// xs (x is L2-resident by then), divides by s_row = amax / 448 and writes the e4m3 codes into the
+// GEMM's tile layout and the row scales.
+//
 // Grid: (row tiles of 16, K chunks of up to 8 groups). Block: 8 warps, warp w handles group w of
 // its chunk. Each warp keeps its low-rank partial sums in registers; the block adds them in warp
 // order, writes its chunk's partial sums, and the last block of a row tile to finish (an integer
@@ -71,8 +78,17 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&a)[4], const void* smem_r
                : "r"(addr));
 }
 
-// RT: rank tiles of 8 (Rpad = 8 RT); 0 when the layer has no low-rank branch.
-template <bool BF16, int RT>
+// §2: shift and smooth one element, each step rounded to T.
+template <class H>
+__device__ __forceinline__ float smoothed(uint16_t x, float smooth, bool act_unsigned) {
+  float v = H::to_f32(x);
+  if (act_unsigned) v = H::to_f32(H::from_f32(__fadd_rn(v, 0.171875f)));
+  return H::to_f32(H::from_f32(__fdiv_rn(v, smooth)));
+}
+
+// RT: rank tiles of 8 (Rpad = 8 RT); 0 when the layer has no low-rank branch. FP8: the first pass
+// of §5 (row amax instead of codes).
+template <bool BF16, int RT, bool FP8>
 __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 3 : 2) act_quant_kernel(const ActQuantParams p) {
   using H = HalfOps<BF16>;
   __shared__ __align__(16) uint16_t xtile[kWarps][kRowsPerBlock][kXStride];
@@ -107,20 +123,21 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 3 : 2) act_quant_kernel
       if (valid) raw = *reinterpret_cast<const uint4*>(p.x + m * p.K + k0);
       *reinterpret_cast<uint4*>(&xtile[warp][r][cc * 8]) = raw;
 
-      // §2: shift and smooth, each step rounded to T.
       const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
       float xs[8];
       float amax = 0.0f;
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
-        float v = H::to_f32(h[e]);
-        if (p.act_unsigned) v = H::to_f32(H::from_f32(__fadd_rn(v, 0.171875f)));
-        xs[e] = H::to_f32(H::from_f32(__fdiv_rn(v, sm[e])));
+        xs[e] = smoothed<H>(h[e], sm[e], p.act_unsigned);
         amax = nan_max(amax, fabsf(xs[e]));
       }
       amax = nan_max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));
       amax = nan_max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 2));
       amax = nan_max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 4));
+      if constexpr (FP8) {
+        if (cc == 0 && valid) atomicMax(&p.row_amax[m], __float_as_uint(amax));
+        continue;
+      }
 
       // §3 / §6: the stored scale, then codes from the exact reciprocal of it.
       uint16_t s_bits = H::from_f32(__fmul_rn(amax, inv_qmax));
@@ -221,20 +238,63 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 3 : 2) act_quant_kernel
   }
 }
 
+// §5, second pass: one thread per 8 consecutive elements of a padded row.
 template <bool BF16>
-void launch_typed(const ActQuantParams& p, cudaStream_t stream) {
+__global__ void __launch_bounds__(256) fp8_quant_kernel(const ActQuantParams p) {
+  using H = HalfOps<BF16>;
+  const int64_t K8 = p.K / 8, Mpad = round_up(p.M, kTileM);
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= Mpad * K8) return;
+  const int64_t m = i / K8, k0 = (i % K8) * 8;
+  const bool valid = m < p.M;
+  const uint32_t bits = valid ? p.row_amax[m] : 0u;
+  const bool finite = bits < 0x7F800000u;
+  const float s_row = finite ? __fdiv_rn(__uint_as_float(bits), 448.0f) : __uint_as_float(0x7FC00000u);
+  if (k0 == 0) p.row_scale[m] = valid ? s_row : 0.0f;
+  uint32_t packed[2] = {0u, 0u};
+  if (valid && finite && s_row != 0.0f) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p.x + m * p.K + k0);
+    const uint4 smv = *reinterpret_cast<const uint4*>(p.smooth + k0);
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
+    const uint16_t* sh = reinterpret_cast<const uint16_t*>(&smv);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float q = __fdiv_rn(smoothed<H>(h[e], H::to_f32(sh[e]), p.act_unsigned), s_row);
+      // e4m3 RNE; a quotient that rounds above 448 (|q| > 464) is NaN (NUMERICS.md §1).
+      const uint32_t c = fabsf(q) > 464.0f ? 0x7Fu : uint32_t(__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3));
+      packed[e / 4] |= c << (8 * (e % 4));
+    }
+  }
+  const int64_t G = p.K / kGroup;
+  uint8_t* tile = p.codes + ((m / kTileM) * G + k0 / kGroup) * kCodeTileBytes;
+  *reinterpret_cast<uint2*>(tile + code_tile_offset(int(m % kTileM), int(k0 % kGroup))) = make_uint2(packed[0], packed[1]);
+}
+
+template <bool BF16, bool FP8>
+void launch_pass(const ActQuantParams& p, cudaStream_t stream) {
   const int64_t Mpad = round_up(p.M, kTileM);
   const dim3 grid(unsigned(Mpad / kRowsPerBlock), unsigned(act_quant_chunks(p.K))), block(kWarps * 32);
   switch (p.Rpad) {
-    case 0: act_quant_kernel<BF16, 0><<<grid, block, 0, stream>>>(p); break;
-    case 8: act_quant_kernel<BF16, 1><<<grid, block, 0, stream>>>(p); break;
-    case 16: act_quant_kernel<BF16, 2><<<grid, block, 0, stream>>>(p); break;
-    case 32: act_quant_kernel<BF16, 4><<<grid, block, 0, stream>>>(p); break;
-    case 64: act_quant_kernel<BF16, 8><<<grid, block, 0, stream>>>(p); break;
-    case 128: act_quant_kernel<BF16, 16><<<grid, block, 0, stream>>>(p); break;
+    case 0: act_quant_kernel<BF16, 0, FP8><<<grid, block, 0, stream>>>(p); break;
+    case 8: act_quant_kernel<BF16, 1, FP8><<<grid, block, 0, stream>>>(p); break;
+    case 16: act_quant_kernel<BF16, 2, FP8><<<grid, block, 0, stream>>>(p); break;
+    case 32: act_quant_kernel<BF16, 4, FP8><<<grid, block, 0, stream>>>(p); break;
+    case 64: act_quant_kernel<BF16, 8, FP8><<<grid, block, 0, stream>>>(p); break;
+    case 128: act_quant_kernel<BF16, 16, FP8><<<grid, block, 0, stream>>>(p); break;
     default: throw UnsupportedError("cuda-sm90: padded rank " + std::to_string(p.Rpad) + " has no kernel");
   }
   check_launch("act_quant_kernel");
+}
+
+template <bool BF16>
+void launch_typed(const ActQuantParams& p, cudaStream_t stream) {
+  if (!p.fp8) return launch_pass<BF16, false>(p, stream);
+  const int64_t Mpad = round_up(p.M, kTileM);
+  check(cudaMemsetAsync(p.row_amax, 0, size_t(Mpad) * sizeof(unsigned), stream), "cudaMemsetAsync(row_amax)");
+  launch_pass<BF16, true>(p, stream);
+  const int64_t threads = Mpad * (p.K / 8);
+  fp8_quant_kernel<BF16><<<unsigned(ceil_div(threads, 256)), 256, 0, stream>>>(p);
+  check_launch("fp8_quant_kernel");
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The "cuda-sm90" backend: SVDQuant int4 layers on Hopper (compute capability 9.0), fused
-// activation kernel + FP8-wgmma W4A4 GEMM (act_quant.cu, w4a4_gemm.cu). Its hardware gate refuses
+// activation kernel + FP8-wgmma W4A4 GEMM (act_quant.cu, w4a4_gemm.cu), with 4-bit (checkpoint)
+// or fp8 activations. Its hardware gate refuses
 // every other device before anything is allocated.
 #include <cuda_runtime.h>
 
@@ -46,8 +47,8 @@ class CudaSm90Backend final : public Backend {
     try {
       if (auto why = hardware_gate()) return why;
       if (d.precision != Precision::INT4) return std::string("nvfp4 layers are not implemented on cuda-sm90 yet");
-      if (opt.activations != Activations::CHECKPOINT)
-        return std::string("activations = ") + std::string(to_string(opt.activations)) + " is not implemented on cuda-sm90 yet";
+      if (opt.activations == Activations::FP8 && opt.accumulate == Accumulate::HALF)
+        return std::string("fp8 activations are defined with fp32 accumulation only (NUMERICS.md §5)");
       if (d.K <= 0 || d.K % cuda::kGroup != 0)
         return "K = " + std::to_string(d.K) + " is not a positive multiple of the group size 64";
       if (d.N <= 0) return "N = " + std::to_string(d.N) + " must be positive";

@@ -9,7 +9,9 @@ namespace svdquant::cuda {
 
 enum class HalfType : uint8_t { BF16, FP16 };
 
-// NUMERICS.md §2, §3 (int4) and §4.3 (low-rank down): one pass over x.
+// NUMERICS.md §2, §3 (int4) and §4.3 (low-rank down): one pass over x. With fp8 (§5): two
+// passes, the first for the row amax and the low-rank down projection, the second for the e4m3
+// codes (same tile layout) and the float32 row scales.
 struct ActQuantParams {
   const uint16_t* x = nullptr;        // [M, K] T
   const uint16_t* smooth = nullptr;   // [K] T
@@ -26,18 +28,28 @@ struct ActQuantParams {
   bool act_unsigned = false;
   bool scale_f32 = false;
   HalfType dtype = HalfType::BF16;
+  // fp8 activations (§5): row_amax [Mpad] (float bits; the launcher clears it) and row_scale
+  // [Mpad] float32 s_row (0 for padding rows); codes as above, ascale unused.
+  bool fp8 = false;
+  unsigned* row_amax = nullptr;
+  float* row_scale = nullptr;
 };
 void launch_act_quant(const ActQuantParams& p, cudaStream_t stream);
 // Number of K chunks (blocks per 16 rows) the activation kernel uses.
 int act_quant_chunks(int64_t K);
 
+// How the GEMM combines the exact group sums: NUMERICS.md §4.1, §4.2, or §5 (fp8 activations:
+// one-sided group scales, float32 row scales applied in the epilogue).
+enum class GemmMode : uint8_t { FP32, HALF, FP8 };
+
 // NUMERICS.md §4: the W4A4 GEMM with the per-group scaling, epilogue and low-rank up projection.
 struct GemmParams {
   const uint8_t* codes = nullptr;     // activation codes (as above)
-  const void* ascale = nullptr;       // [Mt][G][128]: float32 (fp32 mode) or T (half mode)
+  const void* ascale = nullptr;       // [Mt][G][128]: float32 (FP32) or T (HALF); unused (FP8)
+  const float* row_scale = nullptr;   // [Mpad] float32 s_row (FP8 only)
   const float* lact = nullptr;        // [Mpad, Rpad]
   const uint8_t* wfrag = nullptr;     // [Nt][G][8192 / 2] weight fragments
-  const void* wscale = nullptr;       // [Nt][G][128]: float32 (fp32 mode) or T (half mode)
+  const void* wscale = nullptr;       // [Nt][G][128]: float32 (FP32, FP8) or T (HALF)
   const float* wcscales = nullptr;    // [Npad] float32 (ones when absent)
   const float* bias = nullptr;        // [Npad] float32 (zeros when absent)
   const float* proj_up = nullptr;     // [Npad, Rpad] float32
@@ -45,10 +57,11 @@ struct GemmParams {
   int64_t M = 0, N = 0, K = 0;
   int Rpad = 0;
   float alpha = 1.0f;
-  bool half_accumulate = false;       // NUMERICS.md §4.2 instead of §4.1
+  GemmMode mode = GemmMode::FP32;
   HalfType dtype = HalfType::BF16;
-  // Profiling only (cuda_bench's breakdown; wrong results): bit 0 leaves out the per-group fold,
-  // bit 1 the wgmma. 0 in every real call.
+  int cluster = 2;                    // CTAs per cluster sharing the code tile: kClusterN, or 1 (bf16 only)
+  // Profiling only (cuda_bench's breakdown; wrong results; bf16 FP32 mode): bit 0 leaves out the
+  // per-group fold, bit 1 the wgmma. 0 in every real call.
   int profile_skip = 0;
 };
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream);

@@ -1,5 +1,6 @@
 // Load-time repacking of a canonical int4 layer into the cuda-sm90 layouts (sm90_layout.hpp), and
-// the forward pass: the activation kernel, then the GEMM with its fused epilogue.
+// the forward pass: the activation kernel (4-bit codes, or fp8 codes with row scales), then the
+// GEMM with its fused epilogue.
 #include "sm90_layer.hpp"
 
 #include <algorithm>
@@ -34,12 +35,14 @@ Sm90Layer::Sm90Layer(const LayerWeights& w, const ForwardOptions& opt) {
   alpha_ = w.alpha();
 
   const HalfKind T = desc.dtype;
-  const int64_t G = K / kGroup, Nt = ceil_div(N, kTileN), Npad = Nt * kTileN;
+  const int64_t G = K / kGroup, Nt = weight_tiles(N), Npad = Nt * kTileN;
 
   const auto frag = pack_weight_fragments(w.qweight, N, K);
   wfrag_.upload(frag.data(), frag.size());
 
-  {  // weight scales [Nt][G][128]: T for half accumulation, float32 (the same values) for fp32
+  if (opt.activations == Activations::FP8 && opt.accumulate == Accumulate::HALF)
+    throw UnsupportedError("cuda-sm90: " + w.prefix + ": fp8 activations are defined with fp32 accumulation only (NUMERICS.md §5)");
+  {  // weight scales [Nt][G][128]: T for half accumulation, float32 (the same values) otherwise
     const Tensor ws = contiguous_host(w.wscales);
     const auto* src = ws.data_as<uint16_t>();
     std::vector<uint16_t> out(size_t(Nt * G * kTileN), 0);
@@ -107,6 +110,10 @@ void Sm90Layer::ensure_workspace(int64_t M) const {
   const int chunks = act_quant_chunks(desc.K);
   lpart_.resize(chunks > 1 ? size_t(chunks * Mpad * std::max<int64_t>(Rpad_, 1) * 4) : 16);
   tickets_.resize(size_t(Mpad / 16 * 4));
+  if (options.activations == Activations::FP8) {
+    row_amax_.resize(size_t(Mpad * 4));
+    row_scale_.resize(size_t(Mpad * 4));
+  }
   check(cudaMemset(tickets_.get(), 0, tickets_.size()), "cudaMemset(tickets)");
   ws_rows_ = Mpad;
 }
@@ -147,6 +154,9 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   a.Rpad = int(Rpad_);
   a.act_unsigned = desc.act_unsigned;
   a.dtype = ht;
+  a.fp8 = options.activations == Activations::FP8;
+  a.row_amax = row_amax_.as<unsigned>();
+  a.row_scale = row_scale_.as<float>();
   launch_act_quant(a, stream);
 
   GemmParams g;
@@ -164,7 +174,8 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   g.K = K;
   g.Rpad = int(Rpad_);
   g.alpha = alpha_;
-  g.half_accumulate = options.accumulate == Accumulate::HALF;
+  g.mode = a.fp8 ? GemmMode::FP8 : options.accumulate == Accumulate::HALF ? GemmMode::HALF : GemmMode::FP32;
+  g.row_scale = row_scale_.as<float>();
   g.dtype = ht;
   launch_w4a4_gemm(g, stream);
 

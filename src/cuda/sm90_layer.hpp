@@ -36,7 +36,7 @@ class Sm90Layer final : public PreparedLayer {
   // Workspace (grows with M, reused across calls).
   mutable std::mutex mutex_;
   mutable int64_t ws_rows_ = 0;  // Mpad the workspace holds
-  mutable DeviceBuffer codes_, ascale_, lact_, lpart_, tickets_;
+  mutable DeviceBuffer codes_, ascale_, lact_, lpart_, tickets_, row_amax_, row_scale_;  // row_*: fp8 only
   mutable cudaEvent_t last_use_ = nullptr;
   mutable cudaStream_t last_stream_ = nullptr;
   mutable bool used_ = false;

@@ -16,7 +16,7 @@ Tensor contiguous_host(const Tensor& t) { return t.is_contiguous() ? t : t.clone
 std::vector<uint8_t> pack_weight_fragments(const Tensor& qweight, int64_t N, int64_t K) {
   const Tensor q = contiguous_host(qweight);
   const auto* src = q.data_as<uint8_t>();
-  const int64_t G = K / kGroup, Nt = ceil_div(N, kTileN);
+  const int64_t G = K / kGroup, Nt = weight_tiles(N);
   std::vector<uint8_t> out(size_t(Nt * G * kWeightTileBytes), 0);
   auto nibble = [&](int64_t n, int64_t k) -> uint32_t {
     if (n >= N) return 0;

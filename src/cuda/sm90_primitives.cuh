@@ -44,6 +44,43 @@ __device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, uint32
       : "memory");
 }
 
+// The same copy delivered to the same shared-memory offset of every CTA in `cta_mask` (a
+// cluster), completing on the mbarrier at the same offset in each of them.
+__device__ __forceinline__ void bulk_copy_g2s_multicast(void* dst, const void* src, uint32_t bytes, uint64_t* bar,
+                                                        uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], "
+      "%4;\n" ::"r"(smem_addr(dst)),
+      "l"(src), "r"(bytes), "r"(smem_addr(bar)), "h"(cta_mask)
+      : "memory");
+}
+
+// Clusters: this CTA's rank, a whole-cluster barrier (every thread of every CTA), and an arrive
+// on the mbarrier at the same offset in CTA `rank` of the cluster by the threads where `pred`
+// holds (predicated inside the asm: a branch around it inside a wgmma pipeline made ptxas
+// serialize the wgmmas, C7514).
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank, bool pred) {
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %2, 0;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "@p mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(rank), "r"(uint32_t(pred))
+      : "memory");
+}
+
 // Register reallocation between warpgroups (needs a register cap at kernel entry).
 template <int N>
 __device__ __forceinline__ void setmaxnreg_inc() {

@@ -1,4 +1,9 @@
-// The W4A4 GEMM of the cuda-sm90 backend (NUMERICS.md §4) with its epilogue (§4.3).
+// The W4A4 GEMM of the cuda-sm90 backend (NUMERICS.md §4) with its epilogue (§4.3), and the
+// same GEMM for fp8 activations (§5).
+//
+// Three group accumulations (GemmMode): §4.1 (FP32) and §4.2 (HALF) with two-sided scales; §5
+// (FP8: e4m3 activations with one float32 scale per row, so the fold is one-sided, acc += p * s_w,
+// and the row scale is applied in the epilogue).
 //
 // One CTA computes a 128 (n) x 128 (m) tile of y^T: the weight rows are wgmma's M side (A from
 // registers: the 4-bit weights are expanded to e4m3 in registers, so they stay 4-bit in memory and
@@ -10,6 +15,11 @@
 // producer: one thread streams, per group, the activation code tile (8 KB), the weight tile
 // (4 KB) and both scale vectors into a ring of shared-memory stages with 1-D bulk copies that
 // complete on "full" mbarriers; every consumer thread releases a stage on its "empty" mbarrier.
+// Clusters of two CTAs (the default): the two are neighbours in n with the same activation rows;
+// each loads one k-half of their common code tile and multicasts it to both, so a CTA reads 4 KB
+// of codes per group from L2 instead of 8 (tile traffic from L2 bounded v3, docs/perf-notes.md).
+// A stage is refilled only once the consumers of both CTAs released it: one remote arrive per
+// consumer warp on the peer's "empty" barrier.
 // Per group each consumer runs two wgmma k32 steps into a partial-sum buffer and then folds it
 // into its accumulator with the two-sided scale: §4.1 (float32, fma) or §4.2 (T, one T_fma per
 // group in group order via __hfma2, bitwise the CPU `half` mode). The two consumer warpgroups are
@@ -76,51 +86,21 @@ __device__ __forceinline__ uint32_t int4x4_to_e4m3(uint32_t w) {
   return __byte_perm(pos, neg, 0x3210u | ((w >> 1) & 0x4444u));     // sign bit picks neg
 }
 
-template <bool BF16, bool HALF_ACC>
-__global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams p) {
+// Consumer warpgroups: per group two wgmma k32 steps into a partial-sum buffer, then the fold of
+// the exact group sums into the accumulator; finally the epilogue.
+// SKIP (profiling only, cuda_bench's breakdown; results are wrong): bit 0 leaves out the fold,
+// bit 1 the wgmma. Real calls use SKIP = 0: no instruction but a wgmma then writes the partial-sum
+// registers, so ptxas keeps the wgmmas asynchronous (with the profiling branches in the same
+// kernel it serialized them, warning C7515).
+template <bool BF16, GemmMode MODE, int SKIP, int CLUSTER>
+__device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint64_t* full, uint64_t* empty,
+                                        uint32_t rank, uint8_t* smem) {
   using H = Half<BF16>;
-  extern __shared__ __align__(128) uint8_t smem[];
-  Stage* stages = reinterpret_cast<Stage*>(smem);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * sizeof(Stage));
-  uint64_t* empty = full + kStages;
-
+  constexpr bool HALF_ACC = MODE == GemmMode::HALF;
+  constexpr bool FP8 = MODE == GemmMode::FP8;
   const int64_t nt = blockIdx.x, mt = blockIdx.y;
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  constexpr uint32_t kScaleBytes = HALF_ACC ? 2 * kTileM : 4 * kTileM;
-  constexpr uint32_t kStageTxBytes = kCodeTileBytes + kWeightTileBytes + 2 * kScaleBytes;
-
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(&full[s], 1);
-      mbar_init(&empty[s], kConsumerThreads);
-    }
-    mbar_init_fence();
-  }
-  __syncthreads();
-
-  if (warp >= kConsumerWarps) {
-    // Producer warpgroup: one thread issues the bulk copies; the warpgroup gives registers away.
-    setmaxnreg_dec<40>();
-    if (warp == kConsumerWarps && lane == 0) {
-      const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
-      const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
-      for (int64_t g = 0; g < G; ++g) {
-        const int s = int(g % kStages);
-        if (g >= kStages) mbar_wait(&empty[s], uint32_t((g / kStages - 1) & 1));
-        Stage& st = stages[s];
-        mbar_arrive_expect_tx(&full[s], kStageTxBytes);
-        bulk_copy_g2s(st.codes, p.codes + (mt * G + g) * kCodeTileBytes, kCodeTileBytes, &full[s]);
-        bulk_copy_g2s(st.weights, p.wfrag + (nt * G + g) * kWeightTileBytes, kWeightTileBytes, &full[s]);
-        bulk_copy_g2s(st.ascale, asc + (mt * G + g) * kScaleBytes, kScaleBytes, &full[s]);
-        bulk_copy_g2s(st.wscale, wsc + (nt * G + g) * kScaleBytes, kScaleBytes, &full[s]);
-      }
-    }
-    return;
-  }
-
-  // Consumers.
-  setmaxnreg_inc<232>();
   const int wg = warp / 4, tid = threadIdx.x % 128, wq = warp % 4;
   const int t = lane % 4;
   const int row0 = wg * 64 + wq * 16 + lane / 4;  // local weight rows row0 and row0 + 8
@@ -146,7 +126,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
     const uint32_t a1[4] = {int4x4_to_e4m3(wv.z), int4x4_to_e4m3(wv.z >> 16), int4x4_to_e4m3(wv.w),
                             int4x4_to_e4m3(wv.w >> 16)};
     wgmma_fence();
-    if (!(p.profile_skip & 2)) {
+    if constexpr (!(SKIP & 2)) {
       wgmma_m64n128k32_e4m3_rs(part, a0, smem_desc(st.codes, 2048, 128), 0);
       wgmma_m64n128k32_e4m3_rs(part, a1, smem_desc(st.codes + 2 * 2048, 2048, 128), 1);
     } else {
@@ -154,14 +134,13 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
     }
     wgmma_commit();
   };
-  // Folds group g's exact sums (wgmma complete) into the accumulator with the two-sided scale
-  // and releases the stage. part[4j + e]: weight row row0 + 8 (e / 2), activation row
-  // 8 j + 2 t + e % 2 of the tile.
+  // Folds group g's exact sums (wgmma complete) into the accumulator and releases the stage.
+  // part[4j + e]: weight row row0 + 8 (e / 2), activation row 8 j + 2 t + e % 2 of the tile.
   auto fold = [&](float(&part)[64], int64_t g) {
     fence_regs(part);
     const int s = int(g % kStages);
     const Stage& st = stages[s];
-    if (p.profile_skip & 1) {
+    if constexpr (SKIP & 1) {
       if constexpr (HALF_ACC) hacc[0] = __hadd2(hacc[0], H::pack(part[0], part[63]));
       else acc[0] += part[0] + part[63];
     } else if constexpr (HALF_ACC) {
@@ -175,6 +154,17 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
         const typename H::T2 a = sa[4 * j + t];
         hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(a, sw0), hacc[2 * j]);
         hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(a, sw1), hacc[2 * j + 1]);
+      }
+    } else if constexpr (FP8) {
+      // §5, one-sided: acc += p * s_w (fused: allowed, wider accumulation).
+      const float* ws = reinterpret_cast<const float*>(st.wscale);
+      const float sw0 = ws[row0], sw1 = ws[row0 + 8];
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], sw0, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], sw0, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], sw1, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], sw1, acc[4 * j + 3]);
       }
     } else {
       // §4.1 with p * (s_a * s_w) + acc fused (allowed: wider accumulation).
@@ -191,6 +181,11 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
       }
     }
     mbar_arrive(&empty[s]);
+    if constexpr (CLUSTER > 1) {
+      // The peer multicasts into this stage too: tell it once per warp that this warp is done.
+      __syncwarp();
+      mbar_arrive_cluster(&empty[s], rank ^ 1u, lane == 0);
+    }
   };
 
   // Two partial-sum buffers: group g + 1's wgmma runs on the tensor cores while group g is
@@ -252,6 +247,8 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   named_barrier(1, kConsumerThreads);  // the low-rank staging area is no longer read
 #pragma unroll
   for (int j = 0; j < 16; ++j) {
+    float2 rs = make_float2(1.0f, 1.0f);
+    if constexpr (FP8) rs = __ldg(reinterpret_cast<const float2*>(p.row_scale + mt * kTileM + 8 * j + 2 * t));
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       float v;
@@ -261,6 +258,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
       } else {
         v = acc[4 * j + e];
       }
+      if constexpr (FP8) v = __fmul_rn(v, (e % 2) ? rs.y : rs.x);  // §5: (acc * s_row) * alpha
       v = __fmul_rn(v, p.alpha);
       v = __fadd_rn(__fmul_rn(v, e < 2 ? wc0 : wc1), e < 2 ? b0 : b1);
       v = __fadd_rn(v, part[4 * j + e]);
@@ -270,7 +268,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   named_barrier(1, kConsumerThreads);
   const int64_t m_base = mt * kTileM, n_base = nt * kTileN;
   const int rows = p.M - m_base < kTileM ? int(p.M - m_base) : kTileM;
-  const int cols = p.N - n_base < kTileN ? int(p.N - n_base) : kTileN;
+  const int cols = p.N - n_base < kTileN ? int(p.N - n_base) : kTileN;  // <= 0 for a cluster's padding CTA
   if (cols == kTileN && p.N % 8 == 0) {
     // 16-byte stores: 16 per output row.
     for (int i = threadIdx.x; i < rows * 16; i += kConsumerThreads) {
@@ -278,7 +276,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
       *reinterpret_cast<uint4*>(p.y + (m_base + r) * p.N + n_base + c) =
           *reinterpret_cast<const uint4*>(out + r * kOutStride + c);
     }
-  } else {
+  } else if (cols > 0) {
     for (int i = threadIdx.x; i < rows * kTileN; i += kConsumerThreads) {
       const int r = i / kTileN, c = i % kTileN;
       if (c < cols) p.y[(m_base + r) * p.N + n_base + c] = out[r * kOutStride + c];
@@ -286,24 +284,121 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   }
 }
 
-template <bool BF16, bool HALF_ACC>
+template <bool BF16, GemmMode MODE, int SKIP, int CLUSTER>
+__global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams p) {
+  static_assert(CLUSTER == 1 || CLUSTER == 2);
+  extern __shared__ __align__(128) uint8_t smem[];
+  Stage* stages = reinterpret_cast<Stage*>(smem);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * sizeof(Stage));
+  uint64_t* empty = full + kStages;
+
+  const int64_t nt = blockIdx.x, mt = blockIdx.y;
+  const int64_t G = p.K / kGroup;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  constexpr bool FP8 = MODE == GemmMode::FP8;
+  constexpr uint32_t kScaleBytes = MODE == GemmMode::HALF ? 2 * kTileM : 4 * kTileM;  // one scale vector
+  constexpr uint32_t kAScaleBytes = FP8 ? 0 : kScaleBytes;  // FP8: row scales in the epilogue instead
+  constexpr uint32_t kStageTxBytes = kCodeTileBytes + kWeightTileBytes + kAScaleBytes + kScaleBytes;
+  constexpr uint32_t kCodeSlice = kCodeTileBytes / CLUSTER;  // bytes of the code tile this CTA loads
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&full[s], 1);
+      // Every local consumer thread, plus one arrive per consumer warp of the peer CTA.
+      mbar_init(&empty[s], kConsumerThreads + (CLUSTER - 1) * kConsumerWarps);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+  const uint32_t rank = CLUSTER > 1 ? cluster_ctarank() : 0;
+  if constexpr (CLUSTER > 1) cluster_sync();  // the peer's barriers exist before anything is multicast
+
+  if (warp >= kConsumerWarps) {
+    // Producer warpgroup: one thread issues the bulk copies; the warpgroup gives registers away.
+    setmaxnreg_dec<40>();
+    if (warp == kConsumerWarps && lane == 0) {
+      const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
+      const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
+      for (int64_t g = 0; g < G; ++g) {
+        const int s = int(g % kStages);
+        if (g >= kStages) mbar_wait(&empty[s], uint32_t((g / kStages - 1) & 1));
+        Stage& st = stages[s];
+        mbar_arrive_expect_tx(&full[s], kStageTxBytes);
+        const uint8_t* codes = p.codes + (mt * G + g) * kCodeTileBytes + rank * kCodeSlice;
+        if constexpr (CLUSTER > 1) {
+          bulk_copy_g2s_multicast(st.codes + rank * kCodeSlice, codes, kCodeSlice, &full[s], uint16_t((1u << CLUSTER) - 1));
+        } else {
+          bulk_copy_g2s(st.codes, codes, kCodeSlice, &full[s]);
+        }
+        bulk_copy_g2s(st.weights, p.wfrag + (nt * G + g) * kWeightTileBytes, kWeightTileBytes, &full[s]);
+        if constexpr (!FP8) bulk_copy_g2s(st.ascale, asc + (mt * G + g) * kScaleBytes, kScaleBytes, &full[s]);
+        bulk_copy_g2s(st.wscale, wsc + (nt * G + g) * kScaleBytes, kScaleBytes, &full[s]);
+      }
+    }
+    __syncwarp();
+  } else {
+    setmaxnreg_inc<232>();
+    consume<BF16, MODE, SKIP, CLUSTER>(p, stages, full, empty, rank, smem);
+  }
+  // No CTA exits while its peer may still multicast into it or arrive on its barriers.
+  if constexpr (CLUSTER > 1) cluster_sync();
+}
+
+template <bool BF16, GemmMode MODE, int SKIP, int CLUSTER>
 void launch_typed(const GemmParams& p, cudaStream_t stream) {
-  auto kernel = w4a4_gemm_kernel<BF16, HALF_ACC>;
+  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, CLUSTER>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)),
         "cudaFuncSetAttribute(w4a4_gemm_kernel)");
-  const dim3 grid(unsigned(ceil_div(p.N, kTileN)), unsigned(ceil_div(p.M, kTileM)));
-  kernel<<<grid, kThreads, kSmemBytes, stream>>>(p);
+  cudaLaunchConfig_t cfg{};
+  // The weight buffers hold weight_tiles(N) tiles, a multiple of kClusterN (sm90_layout.hpp).
+  cfg.gridDim = dim3(unsigned(round_up(ceil_div(p.N, kTileN), CLUSTER)), unsigned(ceil_div(p.M, kTileM)));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = kSmemBytes;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = CLUSTER;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  check(cudaLaunchKernelEx(&cfg, kernel, p), "w4a4_gemm_kernel launch");
   check_launch("w4a4_gemm_kernel");
+}
+
+// Clusters of kClusterN CTAs are the default; single CTAs (cluster = 1, cuda_bench's comparison)
+// are built for bf16 only.
+template <bool BF16, GemmMode MODE>
+void launch_mode(const GemmParams& p, cudaStream_t stream) {
+  if constexpr (BF16) {
+    if (p.cluster == 1) return launch_typed<BF16, MODE, 0, 1>(p, stream);
+  } else {
+    if (p.cluster == 1) throw UnsupportedError("cuda-sm90: the GEMM without clusters is built for bf16 only");
+  }
+  launch_typed<BF16, MODE, 0, kClusterN>(p, stream);
 }
 
 }  // namespace
 
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
   if (p.M == 0) return;
-  if (p.dtype == HalfType::BF16) {
-    p.half_accumulate ? launch_typed<true, true>(p, stream) : launch_typed<true, false>(p, stream);
-  } else {
-    p.half_accumulate ? launch_typed<false, true>(p, stream) : launch_typed<false, false>(p, stream);
+  if (p.cluster != 1 && p.cluster != kClusterN)
+    throw UnsupportedError("cuda-sm90: GEMM cluster size " + std::to_string(p.cluster) + " has no kernel");
+  if (p.profile_skip != 0) {  // profiling variants: bf16, fp32 accumulation only
+    if (p.dtype != HalfType::BF16 || p.mode != GemmMode::FP32 || p.cluster != kClusterN)
+      throw UnsupportedError("cuda-sm90: GEMM profiling variants exist for bf16 fp32 accumulation only");
+    switch (p.profile_skip) {
+      case 1: launch_typed<true, GemmMode::FP32, 1, kClusterN>(p, stream); return;
+      case 2: launch_typed<true, GemmMode::FP32, 2, kClusterN>(p, stream); return;
+      case 3: launch_typed<true, GemmMode::FP32, 3, kClusterN>(p, stream); return;
+      default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..3");
+    }
+  }
+  const bool bf16 = p.dtype == HalfType::BF16;
+  switch (p.mode) {
+    case GemmMode::FP32: bf16 ? launch_mode<true, GemmMode::FP32>(p, stream) : launch_mode<false, GemmMode::FP32>(p, stream); break;
+    case GemmMode::HALF: bf16 ? launch_mode<true, GemmMode::HALF>(p, stream) : launch_mode<false, GemmMode::HALF>(p, stream); break;
+    case GemmMode::FP8: bf16 ? launch_mode<true, GemmMode::FP8>(p, stream) : launch_mode<false, GemmMode::FP8>(p, stream); break;
   }
 }
 

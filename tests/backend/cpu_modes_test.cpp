@@ -8,6 +8,7 @@
 #include <random>
 
 #include "fixture_util.hpp"
+#include "unquantized_reference.hpp"
 #include "svdquant/cpu_reference.hpp"
 #include "svdquant/error.hpp"
 #include "svdquant/float_formats.hpp"
@@ -150,30 +151,6 @@ Tensor emulate_fp8(const Tensor& x, const LayerWeights& w) {
   return y;
 }
 
-// The layer with unquantized activations: the quantized weights applied to xs itself (float64).
-// Both activation modes approximate this; their errors against it measure activation quantization.
-Tensor unquantized_activation_output(const Tensor& x, const LayerWeights& w) {
-  const auto& d = w.desc;
-  const int64_t M = x.size(0), G = group_size(d.precision);
-  std::vector<float> xs = ref::shift_and_smooth(x, w);
-  std::vector<float> l = ref::lowrank_down(x, w);
-  Tensor codes = unpack_codes(w.qweight, d.precision);
-  Tensor exact = Tensor::zeros(DType::F64, {M, d.N});
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < d.N; ++n) {
-      double acc = 0;
-      for (int64_t k = 0; k < d.K; ++k) {
-        const int8_t c = codes.data_as<int8_t>()[n * d.K + k];
-        const double wv = d.precision == Precision::INT4 ? double(c) : double(e2m1_to_f32(uint8_t(c)));
-        acc += double(xs[size_t(m * d.K + k)]) * wv * element_as_double(w.wscales, (k / G) * d.N + n);
-      }
-      double y = acc * w.alpha() * element_as_double(w.wcscales, n) + element_as_double(w.bias, n);
-      for (int64_t r = 0; r < d.R; ++r) y += double(l[size_t(m * d.R + r)]) * element_as_double(w.proj_up, n * d.R + r);
-      exact.data_as<double>()[m * d.N + n] = y;
-    }
-  return exact;
-}
-
 int64_t count_diff(const Tensor& a, const Tensor& b) {
   int64_t n = 0;
   for (int64_t i = 0; i < a.numel(); ++i) n += a.data_as<uint16_t>()[i] != b.data_as<uint16_t>()[i];
@@ -224,7 +201,7 @@ TEST(CpuModes, Fp8IsMoreAccurateThan4BitOnFixtures) {
     test::Fixture f = test::load_fixture(name);
     Tensor x = f.file.tensor("forward.x");
     // Both modes against the layer with unquantized activations.
-    Tensor exact = unquantized_activation_output(x, f.layer);
+    Tensor exact = test::unquantized_activation_output(x, f.layer);
     ForwardOptions fp8;
     fp8.activations = Activations::FP8;
     const double e4 = test::rel_l2(ref::forward(x, f.layer, {}), exact);
@@ -287,7 +264,7 @@ TEST(CpuModes, Fp8MoreAccurateOnRandomOutlierLayers) {
     RandomLayer r = random_layer(16, 64, 512, 16, c.p, c.t, c.uns, 60);
     Tensor y4 = ref::forward(r.x, r.w, {});
     Tensor y8 = ref::forward(r.x, r.w, {Accumulate::FP32, Activations::FP8});
-    Tensor exact = unquantized_activation_output(r.x, r.w);
+    Tensor exact = test::unquantized_activation_output(r.x, r.w);
     const double e4 = test::rel_l2(y4, exact), e8 = test::rel_l2(y8, exact);
     std::printf("%s fp16=%d uns=%d: 4-bit %.5f, fp8 %.5f\n", std::string(to_string(c.p)).c_str(), c.t == HalfKind::FP16, c.uns, e4, e8);
     EXPECT_LT(e8, 0.6 * e4);
