@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
     }
     // Activation kernel alone, with its own workspace.
     const int64_t G = K / 64, Mtmax = cuda::ceil_div(Mmax, cuda::kTileM);
-    cuda::DeviceBuffer codes(size_t(Mtmax * G * cuda::kCodeTileBytes)), ascale(size_t(Mtmax * G * 256)),
+    cuda::DeviceBuffer codes(size_t(Mtmax * G * cuda::kCodeTileBytes)), ascale(size_t(Mtmax * G * 128 * 4)),
         lact(size_t(Mtmax * 128 * R * 4)), smooth, pd,
         lpart(size_t(cuda::act_quant_chunks(K) * Mtmax * 128 * R * 4)), tickets(size_t(Mtmax * 128 / 16 * 4));
     ck(cudaMemset(tickets.get(), 0, tickets.size()), "tickets");
@@ -200,6 +200,7 @@ int main(int argc, char** argv) {
 
     for (int64_t M : Ms) {
       Row row{M, K, N, 0, 0, 0, 0, 0, 0};
+      std::fprintf(stderr, "cuda_bench: M=%lld K=%lld N=%lld\n", (long long)M, (long long)K, (long long)N);
       const Device dev{DeviceType::CUDA, 0};
       const Tensor tx = Tensor::wrap(x.get(), DType::BF16, {M, K}, dev);
       Tensor ty = Tensor::wrap(y.get(), DType::BF16, {M, N}, dev);
@@ -316,7 +317,7 @@ int main(int argc, char** argv) {
     const auto pdf = cuda::pack_proj_down(w.proj_down, K, R, R);
     pd.upload(pdf.data(), pdf.size() * 4);
     std::printf("\nGEMM kernel alone, K = N = 3072 (us): fp32 accumulation: full | no clusters | no fold | no wgmma | "
-                "loads only; fp8 mode: full | no clusters\n");
+                "loads only | no low-rank; fp8 mode: full | no clusters\n");
     for (int64_t M : profile ? std::vector<int64_t>{4608} : std::vector<int64_t>{256, 4608}) {
       const int64_t Mt = cuda::ceil_div(M, 128);
       cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2)), codes(size_t(Mt * G * cuda::kCodeTileBytes)),
@@ -359,7 +360,8 @@ int main(int argc, char** argv) {
         rs.upload(one.data(), one.size() * 4);
       }
       gp.row_scale = rs.as<float>();
-      double t[4], nocluster = 0, f8[2];
+      std::fprintf(stderr, "cuda_bench: breakdown M=%lld\n", (long long)M);
+      double t[4], nocluster = 0, f8[2], nolora = 0;
       for (int v = 0; v < 4; ++v) {
         gp.profile_skip = v;
         t[v] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
@@ -374,10 +376,13 @@ int main(int argc, char** argv) {
       }
       gp.mode = cuda::GemmMode::FP32;
       gp.cluster = cuda::kClusterN;
+      gp.Rpad = 0;
+      nolora = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+      gp.Rpad = int(R);
       const double flop = 2.0 * double(M) * double(N) * double(K);
-      std::printf("M=%lld: fp32 %.1f | %.1f | %.1f | %.1f | %.1f   fp8 %.1f | %.1f   (%.0f / %.0f TOPS fp32 / fp8 full)\n",
-                  (long long)M, t[0] * 1e3, nocluster * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, f8[0] * 1e3, f8[1] * 1e3,
-                  flop / (t[0] * 1e9), flop / (f8[0] * 1e9));
+      std::printf("M=%lld: fp32 %.1f | %.1f | %.1f | %.1f | %.1f | %.1f   fp8 %.1f | %.1f   (%.0f / %.0f TOPS fp32 / fp8 full)\n",
+                  (long long)M, t[0] * 1e3, nocluster * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, nolora * 1e3, f8[0] * 1e3,
+                  f8[1] * 1e3, flop / (t[0] * 1e9), flop / (f8[0] * 1e9));
     }
   }
   cublasDestroy(cublas);

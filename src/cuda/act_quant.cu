@@ -107,6 +107,16 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 3 : 2) act_quant_kernel
 
   for (int64_t g = int64_t(chunk) * kWarps + warp; g < G && g < int64_t(chunk + 1) * kWarps; g += kWarps) {
     const int64_t k0 = g * kGroup + cc * 8;
+    // The low-rank B fragments of this group do not depend on x: the first kPre of them are
+    // loaded now, so their latency overlaps that of the x loads (v4; before, all of them were a
+    // second round trip). 8 fragments (16 registers) keep R = 32 within 3 blocks per SM unspilled.
+    constexpr int kPre = RT > 0 ? (4 * RT < 8 ? 4 * RT : 8) : 1;
+    uint2 bpre[kPre];
+    if constexpr (RT > 0) {
+      const uint2* pd = reinterpret_cast<const uint2*>(p.pdfrag) + (g * 4) * RT * 32 + lane;
+#pragma unroll
+      for (int i = 0; i < kPre; ++i) bpre[i] = __ldg(pd + i * 32);
+    }
     float sm[8];
     {
       const uint4 v = *reinterpret_cast<const uint4*>(p.smooth + k0);
@@ -182,7 +192,8 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 3 : 2) act_quant_kernel
         ldmatrix_x4(a, &xtile[warp][lane % 16][kk * 16 + (lane / 16) * 8]);
 #pragma unroll
         for (int j = 0; j < RT; ++j) {
-          const uint2 b = __ldg(pd + (kk * RT + j) * 32);
+          const int i = kk * RT + j;
+          const uint2 b = i < kPre ? bpre[i % kPre] : __ldg(pd + i * 32);
           mma_16816<BF16>(acc[j], a, b.x, b.y);
         }
       }
