@@ -59,7 +59,9 @@ struct GemmParams {
   float alpha = 1.0f;
   GemmMode mode = GemmMode::FP32;
   HalfType dtype = HalfType::BF16;
-  int cluster = 2;                    // CTAs per cluster sharing the code tile: kClusterN, or 1 (bf16 only)
+  // CTAs per cluster sharing the code tile: 1 (the default: faster, docs/perf-notes.md v4) or
+  // kClusterN (bf16 only).
+  int cluster = 1;
   // Profiling only (cuda_bench's breakdown; wrong results; bf16 FP32 mode): bit 0 leaves out the
   // per-group fold, bit 1 the wgmma. 0 in every real call.
   int profile_skip = 0;

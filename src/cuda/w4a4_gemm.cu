@@ -15,7 +15,7 @@
 // producer: one thread streams, per group, the activation code tile (8 KB), the weight tile
 // (4 KB) and both scale vectors into a ring of shared-memory stages with 1-D bulk copies that
 // complete on "full" mbarriers; every consumer warp releases a stage on its "empty" mbarrier.
-// Clusters of two CTAs (the default): the two are neighbours in n with the same activation rows;
+// Clusters of two CTAs (optional, bf16; slower in v4, see docs/perf-notes.md): the two are neighbours in n with the same activation rows;
 // each loads one k-half of their common code tile and multicasts it to both, so a CTA reads 4 KB
 // of codes per group from L2 instead of 8 (tile traffic from L2 bounded v3, docs/perf-notes.md).
 // A stage is refilled only once the consumers of both CTAs released it: one remote arrive per
@@ -226,16 +226,23 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
       lT[r * kLoraStride + m] = p.lact[(mt * kTileM + m) * p.Rpad + r0 + r];
     }
     named_barrier(1, kConsumerThreads);
-    for (int r = 0; r < rc; ++r) {
-      const float u0 = __ldg(&p.proj_up[n0 * p.Rpad + r0 + r]);
-      const float u1 = __ldg(&p.proj_up[n1 * p.Rpad + r0 + r]);
+    // Four ranks per step: proj_up as float4 (Rpad and r0 are multiples of 8), so a thread has
+    // 2 loads in flight per 4 ranks instead of a dependent load pair per rank (v4.2).
+    for (int r = 0; r < rc; r += 4) {
+      const float4 u0v = __ldg(reinterpret_cast<const float4*>(&p.proj_up[n0 * p.Rpad + r0 + r]));
+      const float4 u1v = __ldg(reinterpret_cast<const float4*>(&p.proj_up[n1 * p.Rpad + r0 + r]));
+      const float u0s[4] = {u0v.x, u0v.y, u0v.z, u0v.w}, u1s[4] = {u1v.x, u1v.y, u1v.z, u1v.w};
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        const float2 l = *reinterpret_cast<const float2*>(&lT[r * kLoraStride + 8 * j + 2 * t]);
-        part[4 * j + 0] = fmaf(l.x, u0, part[4 * j + 0]);
-        part[4 * j + 1] = fmaf(l.y, u0, part[4 * j + 1]);
-        part[4 * j + 2] = fmaf(l.x, u1, part[4 * j + 2]);
-        part[4 * j + 3] = fmaf(l.y, u1, part[4 * j + 3]);
+      for (int q = 0; q < 4; ++q) {
+        const float u0 = u0s[q], u1 = u1s[q];
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          const float2 l = *reinterpret_cast<const float2*>(&lT[(r + q) * kLoraStride + 8 * j + 2 * t]);
+          part[4 * j + 0] = fmaf(l.x, u0, part[4 * j + 0]);
+          part[4 * j + 1] = fmaf(l.y, u0, part[4 * j + 1]);
+          part[4 * j + 2] = fmaf(l.x, u1, part[4 * j + 2]);
+          part[4 * j + 3] = fmaf(l.y, u1, part[4 * j + 3]);
+        }
       }
     }
   }
@@ -366,16 +373,16 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
   check_launch("w4a4_gemm_kernel");
 }
 
-// Clusters of kClusterN CTAs are the default; single CTAs (cluster = 1, cuda_bench's comparison)
-// are built for bf16 only.
+// Single CTAs are the default; clusters of kClusterN CTAs multicasting the code tile are built
+// for bf16 only (measured slower, docs/perf-notes.md v4; kept for cuda_bench's comparison).
 template <bool BF16, GemmMode MODE>
 void launch_mode(const GemmParams& p, cudaStream_t stream) {
   if constexpr (BF16) {
-    if (p.cluster == 1) return launch_typed<BF16, MODE, 0, 1>(p, stream);
+    if (p.cluster == kClusterN) return launch_typed<BF16, MODE, 0, kClusterN>(p, stream);
   } else {
-    if (p.cluster == 1) throw UnsupportedError("cuda-sm90: the GEMM without clusters is built for bf16 only");
+    if (p.cluster != 1) throw UnsupportedError("cuda-sm90: the GEMM with clusters is built for bf16 only");
   }
-  launch_typed<BF16, MODE, 0, kClusterN>(p, stream);
+  launch_typed<BF16, MODE, 0, 1>(p, stream);
 }
 
 }  // namespace
@@ -385,12 +392,12 @@ void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
   if (p.cluster != 1 && p.cluster != kClusterN)
     throw UnsupportedError("cuda-sm90: GEMM cluster size " + std::to_string(p.cluster) + " has no kernel");
   if (p.profile_skip != 0) {  // profiling variants: bf16, fp32 accumulation only
-    if (p.dtype != HalfType::BF16 || p.mode != GemmMode::FP32 || p.cluster != kClusterN)
+    if (p.dtype != HalfType::BF16 || p.mode != GemmMode::FP32 || p.cluster != 1)
       throw UnsupportedError("cuda-sm90: GEMM profiling variants exist for bf16 fp32 accumulation only");
     switch (p.profile_skip) {
-      case 1: launch_typed<true, GemmMode::FP32, 1, kClusterN>(p, stream); return;
-      case 2: launch_typed<true, GemmMode::FP32, 2, kClusterN>(p, stream); return;
-      case 3: launch_typed<true, GemmMode::FP32, 3, kClusterN>(p, stream); return;
+      case 1: launch_typed<true, GemmMode::FP32, 1, 1>(p, stream); return;
+      case 2: launch_typed<true, GemmMode::FP32, 2, 1>(p, stream); return;
+      case 3: launch_typed<true, GemmMode::FP32, 3, 1>(p, stream); return;
       default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..3");
     }
   }
