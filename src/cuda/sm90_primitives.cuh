@@ -92,6 +92,20 @@ __device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank
       : "memory");
 }
 
+// 16-byte asynchronous copy global -> shared (L2 only), and an arrive on `bar` once every
+// cp.async this thread issued before has landed (noinc: the barrier's count includes it).
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_mbar_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+// Orders this thread's view of shared memory written through the generic proxy before later
+// accesses through the async proxy (wgmma operands).
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
 // Register reallocation between warpgroups (needs a register cap at kernel entry).
 template <int N>
 __device__ __forceinline__ void setmaxnreg_inc() {

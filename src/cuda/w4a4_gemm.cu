@@ -42,7 +42,8 @@ using namespace sm90;
 constexpr int kStages = 12;  // 12 x 13 KB: deeper than needed (5 -> 12 gained 2%, docs/perf-notes.md v3)
 constexpr int kConsumerWarps = 8;
 constexpr int kConsumerThreads = kConsumerWarps * 32;
-constexpr int kThreads = kConsumerThreads + 128;  // + one producer warpgroup (setmaxnreg needs whole warpgroups)
+constexpr int kProducerThreads = 128;  // one producer warpgroup (setmaxnreg needs whole warpgroups)
+constexpr int kThreads = kConsumerThreads + kProducerThreads;
 constexpr int kLoraChunk = 32;           // ranks staged in shared memory at a time
 constexpr int kLoraStride = kTileM + 4;  // floats per staged rank row
 
@@ -92,12 +93,13 @@ __device__ __forceinline__ uint32_t int4x4_to_e4m3(uint32_t w) {
 // bit 1 the wgmma. Real calls use SKIP = 0: no instruction but a wgmma then writes the partial-sum
 // registers, so ptxas keeps the wgmmas asynchronous (with the profiling branches in the same
 // kernel it serialized them, warning C7515).
-template <bool BF16, GemmMode MODE, int SKIP, int CLUSTER>
+template <bool BF16, GemmMode MODE, int SKIP, GemmFeed FEED>
 __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint64_t* full, uint64_t* empty,
                                         uint32_t rank, uint8_t* smem) {
   using H = Half<BF16>;
   constexpr bool HALF_ACC = MODE == GemmMode::HALF;
   constexpr bool FP8 = MODE == GemmMode::FP8;
+  constexpr int CLUSTER = FEED == GemmFeed::BULK_CLUSTER2 ? 2 : 1;
   const int64_t nt = blockIdx.x, mt = blockIdx.y;
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -119,6 +121,8 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
   auto issue = [&](float(&part)[64], int64_t g) {
     const int s = int(g % kStages);
     mbar_wait(&full[s], uint32_t((g / kStages) & 1));
+    // cp.async wrote the stage through the generic proxy; the wgmma reads it through the async one.
+    if constexpr (FEED == GemmFeed::CP_ASYNC) fence_proxy_async();
     const Stage& st = stages[s];
     const uint4 wv = *reinterpret_cast<const uint4*>(st.weights + (wg * 128 + tid) * 16);
     const uint32_t a0[4] = {int4x4_to_e4m3(wv.x), int4x4_to_e4m3(wv.x >> 16), int4x4_to_e4m3(wv.y),
@@ -291,9 +295,9 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
   }
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, int CLUSTER>
+template <bool BF16, GemmMode MODE, int SKIP, GemmFeed FEED>
 __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams p) {
-  static_assert(CLUSTER == 1 || CLUSTER == 2);
+  constexpr int CLUSTER = FEED == GemmFeed::BULK_CLUSTER2 ? 2 : 1;
   extern __shared__ __align__(128) uint8_t smem[];
   Stage* stages = reinterpret_cast<Stage*>(smem);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * sizeof(Stage));
@@ -310,7 +314,8 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      mbar_init(&full[s], 1);
+      // Bulk copies: the producer's arrive_expect_tx; cp.async: one arrive per producer thread.
+      mbar_init(&full[s], FEED == GemmFeed::CP_ASYNC ? kProducerThreads : 1);
       // One arrive per consumer warp of this CTA and of the peer CTA.
       mbar_init(&empty[s], CLUSTER * kConsumerWarps);
     }
@@ -321,11 +326,38 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   if constexpr (CLUSTER > 1) cluster_sync();  // the peer's barriers exist before anything is multicast
 
   if (warp >= kConsumerWarps) {
-    // Producer warpgroup: one thread issues the bulk copies; the warpgroup gives registers away.
+    // Producer warpgroup: gives registers away, then feeds the stages.
     setmaxnreg_dec<40>();
-    if (warp == kConsumerWarps && lane == 0) {
-      const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
-      const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
+    const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
+    const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
+    if constexpr (FEED == GemmFeed::CP_ASYNC) {
+      // All 128 threads, 16-byte cp.async each (codes 4, weights 2, scales <= 1 per thread and
+      // group), completing on the full barrier through cp.async.mbarrier.arrive.
+      const int pt = threadIdx.x - kConsumerThreads;
+      constexpr int kScaleChunks = int(kScaleBytes / 16);  // 16-byte pieces of one scale vector
+      for (int64_t g = 0; g < G; ++g) {
+        const int s = int(g % kStages);
+        if (g >= kStages) mbar_wait(&empty[s], uint32_t((g / kStages - 1) & 1));
+        Stage& st = stages[s];
+        const uint8_t* codes = p.codes + (mt * G + g) * kCodeTileBytes;
+        const uint8_t* wts = p.wfrag + (nt * G + g) * kWeightTileBytes;
+#pragma unroll
+        for (int i = 0; i < kCodeTileBytes / 16 / kProducerThreads; ++i) {
+          const int o = (i * kProducerThreads + pt) * 16;
+          cp_async_16(st.codes + o, codes + o);
+        }
+#pragma unroll
+        for (int i = 0; i < kWeightTileBytes / 16 / kProducerThreads; ++i) {
+          const int o = (i * kProducerThreads + pt) * 16;
+          cp_async_16(st.weights + o, wts + o);
+        }
+        if (!FP8 && pt < kScaleChunks)
+          cp_async_16(reinterpret_cast<uint8_t*>(st.ascale) + pt * 16, asc + (mt * G + g) * kScaleBytes + pt * 16);
+        if (pt >= 64 && pt < 64 + kScaleChunks)
+          cp_async_16(reinterpret_cast<uint8_t*>(st.wscale) + (pt - 64) * 16, wsc + (nt * G + g) * kScaleBytes + (pt - 64) * 16);
+        cp_async_mbar_arrive(&full[s]);
+      }
+    } else if (warp == kConsumerWarps && lane == 0) {
       for (int64_t g = 0; g < G; ++g) {
         const int s = int(g % kStages);
         if (g >= kStages) mbar_wait(&empty[s], uint32_t((g / kStages - 1) & 1));
@@ -345,15 +377,16 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
     __syncwarp();
   } else {
     setmaxnreg_inc<232>();
-    consume<BF16, MODE, SKIP, CLUSTER>(p, stages, full, empty, rank, smem);
+    consume<BF16, MODE, SKIP, FEED>(p, stages, full, empty, rank, smem);
   }
   // No CTA exits while its peer may still multicast into it or arrive on its barriers.
   if constexpr (CLUSTER > 1) cluster_sync();
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, int CLUSTER>
+template <bool BF16, GemmMode MODE, int SKIP, GemmFeed FEED>
 void launch_typed(const GemmParams& p, cudaStream_t stream) {
-  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, CLUSTER>;
+  constexpr int CLUSTER = FEED == GemmFeed::BULK_CLUSTER2 ? 2 : 1;
+  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, FEED>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)),
         "cudaFuncSetAttribute(w4a4_gemm_kernel)");
   cudaLaunchConfig_t cfg{};
@@ -373,31 +406,31 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
   check_launch("w4a4_gemm_kernel");
 }
 
-// Single CTAs are the default; clusters of kClusterN CTAs multicasting the code tile are built
-// for bf16 only (measured slower, docs/perf-notes.md v4; kept for cuda_bench's comparison).
+// Every feed is built for bf16 (cuda_bench compares them); fp16 has the default feed only.
 template <bool BF16, GemmMode MODE>
 void launch_mode(const GemmParams& p, cudaStream_t stream) {
   if constexpr (BF16) {
-    if (p.cluster == kClusterN) return launch_typed<BF16, MODE, 0, kClusterN>(p, stream);
-  } else {
-    if (p.cluster != 1) throw UnsupportedError("cuda-sm90: the GEMM with clusters is built for bf16 only");
+    switch (p.feed) {
+      case GemmFeed::BULK: return launch_typed<BF16, MODE, 0, GemmFeed::BULK>(p, stream);
+      case GemmFeed::BULK_CLUSTER2: return launch_typed<BF16, MODE, 0, GemmFeed::BULK_CLUSTER2>(p, stream);
+      case GemmFeed::CP_ASYNC: return launch_typed<BF16, MODE, 0, GemmFeed::CP_ASYNC>(p, stream);
+    }
   }
-  launch_typed<BF16, MODE, 0, 1>(p, stream);
+  if (p.feed != kDefaultFeed) throw UnsupportedError("cuda-sm90: this GEMM feed is built for bf16 only");
+  launch_typed<BF16, MODE, 0, kDefaultFeed>(p, stream);
 }
 
 }  // namespace
 
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
   if (p.M == 0) return;
-  if (p.cluster != 1 && p.cluster != kClusterN)
-    throw UnsupportedError("cuda-sm90: GEMM cluster size " + std::to_string(p.cluster) + " has no kernel");
   if (p.profile_skip != 0) {  // profiling variants: bf16, fp32 accumulation only
-    if (p.dtype != HalfType::BF16 || p.mode != GemmMode::FP32 || p.cluster != 1)
+    if (p.dtype != HalfType::BF16 || p.mode != GemmMode::FP32 || p.feed != kDefaultFeed)
       throw UnsupportedError("cuda-sm90: GEMM profiling variants exist for bf16 fp32 accumulation only");
     switch (p.profile_skip) {
-      case 1: launch_typed<true, GemmMode::FP32, 1, 1>(p, stream); return;
-      case 2: launch_typed<true, GemmMode::FP32, 2, 1>(p, stream); return;
-      case 3: launch_typed<true, GemmMode::FP32, 3, 1>(p, stream); return;
+      case 1: launch_typed<true, GemmMode::FP32, 1, kDefaultFeed>(p, stream); return;
+      case 2: launch_typed<true, GemmMode::FP32, 2, kDefaultFeed>(p, stream); return;
+      case 3: launch_typed<true, GemmMode::FP32, 3, kDefaultFeed>(p, stream); return;
       default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..3");
     }
   }
