@@ -40,6 +40,7 @@ _TORCH_NAMES = {
     "SVDQuantLinear": "nn",
     "load_into": "loading",
     "quantize_model": "quantize",
+    "save_quantized": "saving",
 }
 
 __all__ = [

@@ -69,7 +69,8 @@ __device__ __forceinline__ void bulk_copy_g2s_multicast(void* dst, const void* s
 // Clusters: this CTA's rank, a whole-cluster barrier (every thread of every CTA), and an arrive
 // on the mbarrier at the same offset in CTA `rank` of the cluster by the threads where `pred`
 // holds (predicated inside the asm: a branch around it inside a wgmma pipeline made ptxas
-// serialize the wgmmas, C7514).
+// serialize the wgmmas, C7514). Default semantics (release at CTA scope, as CUTLASS's cluster
+// barrier does): v4 asked for .release.cluster, whose fence made the cluster GEMM 45% slower.
 __device__ __forceinline__ uint32_t cluster_ctarank() {
   uint32_t r;
   asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
@@ -86,7 +87,7 @@ __device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank
       ".reg .pred p;\n"
       "setp.ne.b32 p, %2, 0;\n"
       "mapa.shared::cluster.u32 remote, %0, %1;\n"
-      "@p mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "@p mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
       "}\n" ::"r"(smem_addr(bar)),
       "r"(rank), "r"(uint32_t(pred))
       : "memory");
