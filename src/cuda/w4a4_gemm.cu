@@ -25,7 +25,7 @@
 // group in group order via __hfma2, bitwise the CPU `half` mode). The two consumer warpgroups are
 // independent, so one's scaling overlaps the other's tensor-core work.
 // Epilogue: ·alpha, ·wcscales + bias (two float32 operations, §4.3), + lora_act · proj_upᵀ
-// (float32 FMAs, r ascending), rounded to T and stored with bounds checks (any M, N).
+// (bf16 wgmma of split operands, see consume()), rounded to T and stored with bounds checks.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -44,8 +44,6 @@ constexpr int kConsumerWarps = 8;
 constexpr int kConsumerThreads = kConsumerWarps * 32;
 constexpr int kProducerThreads = 128;  // one producer warpgroup (setmaxnreg needs whole warpgroups)
 constexpr int kThreads = kConsumerThreads + kProducerThreads;
-constexpr int kLoraChunk = 32;           // ranks staged in shared memory at a time
-constexpr int kLoraStride = kTileM + 4;  // floats per staged rank row
 
 struct __align__(128) Stage {
   uint8_t codes[kCodeTileBytes];      // activation codes, wgmma no-swizzle K-major layout
@@ -55,7 +53,7 @@ struct __align__(128) Stage {
 };
 static_assert(sizeof(Stage) % 128 == 0);
 constexpr size_t kSmemBytes = kStages * sizeof(Stage) + 2 * kStages * sizeof(uint64_t);
-static_assert(kLoraChunk * kLoraStride * sizeof(float) <= kStages * sizeof(Stage));
+static_assert(2 * kTileM * kMaxRank * 2 <= kStages * sizeof(Stage));  // lora_act hi + lo, bf16
 constexpr int kOutStride = kTileN + 8;  // T elements per staged output row
 static_assert(kTileM * kOutStride * 2 <= kStages * sizeof(Stage));
 
@@ -216,39 +214,70 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
     fold(part0, g);
   }
 
-  // Epilogue. part[] holds u = lora_act · proj_upᵀ.
+  // Epilogue. part[] := u = lora_act · proj_upᵀ on the tensor cores (v5; on the CUDA cores it
+  // cost ~20% of the GEMM): bf16 wgmma m64n128k16, A = proj_up rows from registers, B = lora_act
+  // from shared memory split into bf16 hi + lo (l = hi + lo to ~2^-17 relative), products exact
+  // in float32. proj_up is exactly bf16 for bf16 layers; for fp16 layers it is split the same
+  // way (exactly: an fp16 value is the sum of two bf16 values) and up_lo · l_lo (~2^-17) dropped.
+  // Ranks are padded with zeros to Rk, a multiple of 16 (at least 16, so that even R = 0 writes
+  // part[] through a wgmma only: any other write inside the pipeline serializes it, C7515).
   float (&part)[64] = part0;
-#pragma unroll
-  for (int i = 0; i < 64; ++i) part[i] = 0.0f;
   const int64_t n0 = nt * kTileN + row0, n1 = n0 + 8;  // < Npad: proj_up, wcscales, bias are padded
-  float* lT = reinterpret_cast<float*>(smem);           // [kLoraChunk][kLoraStride], stages reused
-  for (int r0 = 0; r0 < p.Rpad; r0 += kLoraChunk) {
-    const int rc = min(kLoraChunk, p.Rpad - r0);
-    named_barrier(1, kConsumerThreads);  // all stages consumed / previous chunk used
-    for (int i = threadIdx.x; i < rc * kTileM; i += kConsumerThreads) {
-      const int m = i / rc, r = i % rc;
-      lT[r * kLoraStride + m] = p.lact[(mt * kTileM + m) * p.Rpad + r0 + r];
+  {
+    const int Rpad = p.Rpad, Rk = Rpad <= 16 ? 16 : (Rpad + 15) / 16 * 16;
+    // l_hi then l_lo, each [Rk / 8][128 m][8 r] bf16 (wgmma's K-major no-swizzle core matrices).
+    uint8_t* lhi = smem;
+    uint8_t* llo = smem + kTileM * Rk * 2;
+    named_barrier(1, kConsumerThreads);  // all stages consumed by both consumer warpgroups
+    const int q4 = Rk / 4;               // 4-rank pieces per row
+    for (int i = threadIdx.x; i < kTileM * q4; i += kConsumerThreads) {
+      const int m = i / q4, r = (i % q4) * 4;
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (r < Rpad) v = *reinterpret_cast<const float4*>(&p.lact[(mt * kTileM + m) * Rpad + r]);
+      const float f[4] = {v.x, v.y, v.z, v.w};
+      uint16_t hi[4], lo[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const __nv_bfloat16 h = __float2bfloat16_rn(f[e]);
+        hi[e] = __bfloat16_as_ushort(h);
+        lo[e] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(f[e], __bfloat162float(h))));
+      }
+      const int off = (r / 8) * (kTileM * 16) + (m / 8) * 128 + (m % 8) * 16 + (r % 8) * 2;
+      *reinterpret_cast<uint2*>(lhi + off) = make_uint2(hi[0] | uint32_t(hi[1]) << 16, hi[2] | uint32_t(hi[3]) << 16);
+      *reinterpret_cast<uint2*>(llo + off) = make_uint2(lo[0] | uint32_t(lo[1]) << 16, lo[2] | uint32_t(lo[3]) << 16);
     }
+    fence_proxy_async();  // generic-proxy stores, read next by the wgmma (async proxy)
     named_barrier(1, kConsumerThreads);
-    // Four ranks per step: proj_up as float4 (Rpad and r0 are multiples of 8), so a thread has
-    // 2 loads in flight per 4 ranks instead of a dependent load pair per rank (v4.2).
-    for (int r = 0; r < rc; r += 4) {
-      const float4 u0v = __ldg(reinterpret_cast<const float4*>(&p.proj_up[n0 * p.Rpad + r0 + r]));
-      const float4 u1v = __ldg(reinterpret_cast<const float4*>(&p.proj_up[n1 * p.Rpad + r0 + r]));
-      const float u0s[4] = {u0v.x, u0v.y, u0v.z, u0v.w}, u1s[4] = {u1v.x, u1v.y, u1v.z, u1v.w};
+    // A fragments (mma.m16n8k16 order per warp): a0 (row0, k 2t, 2t+1), a1 (row0 + 8, same k),
+    // a2 (row0, k 2t+8, 2t+9), a3 (row0 + 8, k 2t+8, 2t+9).
+    auto up_pair = [&](int64_t n, int k, bool low) -> uint32_t {
+      uint32_t bits[2];
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const float u0 = u0s[q], u1 = u1s[q];
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-          const float2 l = *reinterpret_cast<const float2*>(&lT[(r + q) * kLoraStride + 8 * j + 2 * t]);
-          part[4 * j + 0] = fmaf(l.x, u0, part[4 * j + 0]);
-          part[4 * j + 1] = fmaf(l.y, u0, part[4 * j + 1]);
-          part[4 * j + 2] = fmaf(l.x, u1, part[4 * j + 2]);
-          part[4 * j + 3] = fmaf(l.y, u1, part[4 * j + 3]);
-        }
+      for (int e = 0; e < 2; ++e) {
+        const float u = k + e < Rpad ? __ldg(&p.proj_up[n * Rpad + k + e]) : 0.0f;
+        const __nv_bfloat16 h = __float2bfloat16_rn(u);
+        bits[e] = __bfloat16_as_ushort(low ? __float2bfloat16_rn(__fsub_rn(u, __bfloat162float(h))) : h);
+      }
+      return bits[0] | bits[1] << 16;
+    };
+    wgmma_fence();
+    for (int kk = 0; kk < Rk / 16; ++kk) {
+      const int k0 = 16 * kk + 2 * t;
+      const uint32_t ahi[4] = {up_pair(n0, k0, false), up_pair(n1, k0, false), up_pair(n0, k0 + 8, false),
+                               up_pair(n1, k0 + 8, false)};
+      const uint64_t dhi = smem_desc(lhi + kk * 2 * (kTileM * 16), kTileM * 16, 128);
+      const uint64_t dlo = smem_desc(llo + kk * 2 * (kTileM * 16), kTileM * 16, 128);
+      wgmma_m64n128k16_bf16_rs(part, ahi, dhi, kk > 0 ? 1u : 0u);
+      wgmma_m64n128k16_bf16_rs(part, ahi, dlo, 1u);
+      if constexpr (!BF16) {
+        const uint32_t alo[4] = {up_pair(n0, k0, true), up_pair(n1, k0, true), up_pair(n0, k0 + 8, true),
+                                 up_pair(n1, k0 + 8, true)};
+        wgmma_m64n128k16_bf16_rs(part, alo, dhi, 1u);
       }
     }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(part);
   }
 
   const float wc0 = p.wcscales[n0], wc1 = p.wcscales[n1];
