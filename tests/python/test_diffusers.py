@@ -84,7 +84,9 @@ def test_quantized_flux_cpu(models, tmp_path):
 
     # save_quantized -> load_into a fresh random model -> the same outputs, bit for bit.
     svdquant.save_quantized(q, tmp_path / "flux-q")
-    fresh = flux(seed=5)
+    # The README's way: the model class from the saved config.json, then load_into.
+    config = diffusers.FluxTransformer2DModel.load_config(tmp_path / "flux-q" / "transformer")
+    fresh = diffusers.FluxTransformer2DModel.from_config(config).to(torch.bfloat16)
     svdquant.load_into(fresh, tmp_path / "flux-q")
     assert isinstance(fresh.transformer_blocks[0].attn.to_q, SVDQuantLinear)
     with torch.no_grad():
