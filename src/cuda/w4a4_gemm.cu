@@ -260,23 +260,30 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
       }
       return bits[0] | bits[1] << 16;
     };
-    wgmma_fence();
+    // One k16 step at a time, completed before the next step's A registers are computed: the
+    // wgmma reads its register operand asynchronously (v5's first form, with all steps in flight,
+    // gave wrong results in some instantiations).
     for (int kk = 0; kk < Rk / 16; ++kk) {
       const int k0 = 16 * kk + 2 * t;
       const uint32_t ahi[4] = {up_pair(n0, k0, false), up_pair(n1, k0, false), up_pair(n0, k0 + 8, false),
                                up_pair(n1, k0 + 8, false)};
+      uint32_t alo[4] = {0u, 0u, 0u, 0u};
+      if constexpr (!BF16) {
+        alo[0] = up_pair(n0, k0, true);
+        alo[1] = up_pair(n1, k0, true);
+        alo[2] = up_pair(n0, k0 + 8, true);
+        alo[3] = up_pair(n1, k0 + 8, true);
+      }
       const uint64_t dhi = smem_desc(lhi + kk * 2 * (kTileM * 16), kTileM * 16, 128);
       const uint64_t dlo = smem_desc(llo + kk * 2 * (kTileM * 16), kTileM * 16, 128);
+      wgmma_fence();
       wgmma_m64n128k16_bf16_rs(part, ahi, dhi, kk > 0 ? 1u : 0u);
       wgmma_m64n128k16_bf16_rs(part, ahi, dlo, 1u);
-      if constexpr (!BF16) {
-        const uint32_t alo[4] = {up_pair(n0, k0, true), up_pair(n1, k0, true), up_pair(n0, k0 + 8, true),
-                                 up_pair(n1, k0 + 8, true)};
-        wgmma_m64n128k16_bf16_rs(part, alo, dhi, 1u);
-      }
+      if constexpr (!BF16) wgmma_m64n128k16_bf16_rs(part, alo, dhi, 1u);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs(part);
     }
-    wgmma_commit();
-    wgmma_wait<0>();
     fence_regs(part);
   }
 
