@@ -14,7 +14,7 @@
 // Warp roles: warps 0-7 are two consumer warpgroups (64 weight rows each); warp 8 is the
 // producer: one thread streams, per group, the activation code tile (8 KB), the weight tile
 // (4 KB) and both scale vectors into a ring of shared-memory stages with 1-D bulk copies that
-// complete on "full" mbarriers; every consumer warp releases a stage on its "empty" mbarrier.
+// complete on "full" mbarriers; every consumer thread releases a stage on its "empty" mbarrier.
 // Clusters of two CTAs (optional, bf16; slower in v4, see docs/perf-notes.md): the two are neighbours in n with the same activation rows;
 // each loads one k-half of their common code tile and multicasts it to both, so a CTA reads 4 KB
 // of codes per group from L2 instead of 8 (tile traffic from L2 bounded v3, docs/perf-notes.md).
@@ -182,12 +182,14 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
         acc[4 * j + 3] = fmaf(part[4 * j + 3], __fmul_rn(a.y, sw1), acc[4 * j + 3]);
       }
     }
-    // One arrive per warp (v4: 256 per-thread arrives on one barrier cost more than the whole
-    // group's arithmetic): __syncwarp orders the other lanes' reads of the stage before it.
-    __syncwarp();
-    mbar_arrive_if(&empty[s], lane == 0);
-    // The peer multicasts into this stage too: it is told the same.
-    if constexpr (CLUSTER > 1) mbar_arrive_cluster(&empty[s], rank ^ 1u, lane == 0);
+    // Every consumer thread arrives (one arrive per warp after __syncwarp measured no faster, v4,
+    // and compute-sanitizer racecheck does not follow that ordering).
+    mbar_arrive(&empty[s]);
+    // The peer multicasts into this stage too: it is told once per warp.
+    if constexpr (CLUSTER > 1) {
+      __syncwarp();
+      mbar_arrive_cluster(&empty[s], rank ^ 1u, lane == 0);
+    }
   };
 
   // Two partial-sum buffers: group g + 1's wgmma runs on the tensor cores while group g is
@@ -352,8 +354,8 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
     for (int s = 0; s < kStages; ++s) {
       // Bulk copies: the producer's arrive_expect_tx; cp.async: one arrive per producer thread.
       mbar_init(&full[s], FEED == GemmFeed::CP_ASYNC ? kProducerThreads : 1);
-      // One arrive per consumer warp of this CTA and of the peer CTA.
-      mbar_init(&empty[s], CLUSTER * kConsumerWarps);
+      // Every local consumer thread, plus one arrive per consumer warp of the peer CTA.
+      mbar_init(&empty[s], kConsumerThreads + (CLUSTER - 1) * kConsumerWarps);
     }
     mbar_init_fence();
   }
