@@ -28,8 +28,12 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;  // "cpu", "cuda-sm90", ...
   virtual DeviceType device_type() const = 0;
+  // The options this backend runs for `opt`: Activations::AUTO replaced by its default mode
+  // (here: CHECKPOINT); everything else unchanged. unsupported_reason and prepare apply it.
+  virtual ForwardOptions resolve(const LayerDesc& desc, const ForwardOptions& opt) const;
   // nullopt if this backend can run the layer with these options on this machine; otherwise why not.
   virtual std::optional<std::string> unsupported_reason(const LayerDesc& desc, const ForwardOptions& opt) const = 0;
+  // The prepared layer's `options` are the resolved ones.
   virtual std::unique_ptr<PreparedLayer> prepare(const LayerWeights& w, const ForwardOptions& opt) const = 0;
   // x: [M, K] T, y: [M, N] T (or F32 where a backend supports it: the value before the final
   // rounding to T), both contiguous on this backend's device. `stream` is a

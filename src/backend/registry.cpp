@@ -8,6 +8,10 @@
 
 namespace svdquant {
 
+ForwardOptions Backend::resolve(const LayerDesc&, const ForwardOptions& opt) const {
+  return resolve_activations(opt, Activations::CHECKPOINT);
+}
+
 Tensor Backend::forward_host(const PreparedLayer& layer, const Tensor& x) const {
   if (device_type() != DeviceType::CPU)
     throw UnsupportedError(std::string(name()) + ": forward_host is not implemented for this device backend");

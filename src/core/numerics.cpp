@@ -8,7 +8,9 @@ namespace svdquant {
 
 std::string_view to_string(Precision p) { return p == Precision::INT4 ? "int4" : "nvfp4"; }
 std::string_view to_string(Accumulate a) { return a == Accumulate::FP32 ? "fp32" : "half"; }
-std::string_view to_string(Activations a) { return a == Activations::CHECKPOINT ? "checkpoint" : "fp8"; }
+std::string_view to_string(Activations a) {
+  return a == Activations::CHECKPOINT ? "checkpoint" : a == Activations::FP8 ? "fp8" : "auto";
+}
 
 namespace {
 [[noreturn]] void bad_value(std::string_view what, std::string_view got, std::string_view accepted) {
@@ -30,7 +32,8 @@ Accumulate parse_accumulate(std::string_view s, std::string_view what) {
 Activations parse_activations(std::string_view s, std::string_view what) {
   if (s == "checkpoint") return Activations::CHECKPOINT;
   if (s == "fp8") return Activations::FP8;
-  bad_value(what, s, "checkpoint, fp8");
+  if (s == "auto") return Activations::AUTO;
+  bad_value(what, s, "auto, checkpoint, fp8");
 }
 
 }  // namespace svdquant

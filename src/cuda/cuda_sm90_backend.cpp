@@ -43,8 +43,16 @@ class CudaSm90Backend final : public Backend {
   std::string_view name() const override { return "cuda-sm90"; }
   DeviceType device_type() const override { return DeviceType::CUDA; }
 
-  std::optional<std::string> unsupported_reason(const LayerDesc& d, const ForwardOptions& opt) const override {
+  // Activations::AUTO: fp8 activations (NUMERICS.md §5) for int4 layers with fp32 accumulation,
+  // faster here and more accurate than 4-bit activations (docs/perf-notes.md); otherwise 4-bit.
+  ForwardOptions resolve(const LayerDesc& d, const ForwardOptions& opt) const override {
+    const bool fp8 = d.precision == Precision::INT4 && opt.accumulate == Accumulate::FP32;
+    return resolve_activations(opt, fp8 ? Activations::FP8 : Activations::CHECKPOINT);
+  }
+
+  std::optional<std::string> unsupported_reason(const LayerDesc& d, const ForwardOptions& requested) const override {
     try {
+      const ForwardOptions opt = resolve(d, requested);
       if (auto why = hardware_gate()) return why;
       if (d.precision != Precision::INT4) return std::string("nvfp4 layers are not implemented on cuda-sm90 yet");
       if (opt.activations == Activations::FP8 && opt.accumulate == Accumulate::HALF)
@@ -60,9 +68,9 @@ class CudaSm90Backend final : public Backend {
     }
   }
 
-  std::unique_ptr<PreparedLayer> prepare(const LayerWeights& w, const ForwardOptions& opt) const override {
-    if (auto why = unsupported_reason(w.desc, opt)) throw UnsupportedError("cuda-sm90: " + w.prefix + ": " + *why);
-    return std::make_unique<cuda::Sm90Layer>(w, opt);
+  std::unique_ptr<PreparedLayer> prepare(const LayerWeights& w, const ForwardOptions& requested) const override {
+    if (auto why = unsupported_reason(w.desc, requested)) throw UnsupportedError("cuda-sm90: " + w.prefix + ": " + *why);
+    return std::make_unique<cuda::Sm90Layer>(w, resolve(w.desc, requested));
   }
 
   void forward(const PreparedLayer& layer, const Tensor& x, Tensor& y, void* stream) const override {

@@ -31,6 +31,11 @@ ForwardOptions fp8_options() {
   o.activations = Activations::FP8;
   return o;
 }
+ForwardOptions checkpoint_options() {
+  ForwardOptions o;
+  o.activations = Activations::CHECKPOINT;
+  return o;
+}
 
 Tensor gpu_forward(const LayerWeights& w, const Tensor& x, const ForwardOptions& opt) {
   const Backend* b = cudatest::cuda_backend();
@@ -158,7 +163,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8Activations,
                                            Fp8ActCase{7, 512, 32, HalfKind::BF16, true},
                                            Fp8ActCase{130, 1024, 32, HalfKind::FP16, false},
                                            Fp8ActCase{300, 3072, 0, HalfKind::BF16, false},
-                                           Fp8ActCase{65, 12288, 32, HalfKind::BF16, false}));
+                                           Fp8ActCase{65, 12288, 32, HalfKind::BF16, false}),
+                         [](const ::testing::TestParamInfo<Fp8ActCase>& i) {
+                           const Fp8ActCase& c = i.param;
+                           return "M" + std::to_string(c.M) + "_K" + std::to_string(c.K) + "_R" + std::to_string(c.R) +
+                                  (c.dtype == HalfKind::BF16 ? "_bf16" : "_fp16") + (c.act_unsigned ? "_unsigned" : "_signed");
+                         });
 
 struct Fp8LayerCase {
   int64_t M, N, K, R;
@@ -189,7 +199,7 @@ TEST_P(CudaFp8Layer, MatchesCpuFp8AndIsMoreAccurateThan4Bit) {
   const auto st = cudatest::compare_ulp(y8, r8, c.dtype, 16 * cudatest::fp32_sum_tolerance(r8, c.K));
   EXPECT_LE(double(st.beyond_tolerance), 0.01 * double(r8.numel()) + 1) << st.beyond_tolerance << " of " << r8.numel();
 
-  const Tensor y4 = gpu_forward(w, x, {});
+  const Tensor y4 = gpu_forward(w, x, checkpoint_options());
   const Tensor exact = test::unquantized_activation_output(x, w);
   const double e4 = cudatest::rel_l2(y4, exact), e8 = cudatest::rel_l2(y8, exact);
   std::printf("[ fp8      ] M=%lld N=%lld K=%lld: vs CPU fp8 %.2e; vs unquantized activations: 4-bit %.5f, fp8 %.5f (%.3fx)\n",
@@ -201,7 +211,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8Layer,
                          ::testing::Values(Fp8LayerCase{1, 256, 512, 32, HalfKind::BF16, false},
                                            Fp8LayerCase{7, 200, 256, 16, HalfKind::FP16, true},
                                            Fp8LayerCase{300, 520, 3072, 32, HalfKind::BF16, false},
-                                           Fp8LayerCase{4609, 136, 128, 8, HalfKind::BF16, true}));
+                                           Fp8LayerCase{4609, 136, 128, 8, HalfKind::BF16, true}),
+                         [](const ::testing::TestParamInfo<Fp8LayerCase>& i) {
+                           const Fp8LayerCase& c = i.param;
+                           return "M" + std::to_string(c.M) + "_N" + std::to_string(c.N) + "_K" + std::to_string(c.K) +
+                                  (c.dtype == HalfKind::BF16 ? "_bf16" : "_fp16") + (c.act_unsigned ? "_unsigned" : "_signed");
+                         });
 
 TEST(CudaFp8, FixturesMoreAccurateThan4Bit) {
   SVDQUANT_SKIP_WITHOUT_HOPPER();
@@ -210,7 +225,7 @@ TEST(CudaFp8, FixturesMoreAccurateThan4Bit) {
     if (f.layer.desc.precision != Precision::INT4) continue;
     const Tensor x = f.file.tensor("forward.x");
     const Tensor exact = test::unquantized_activation_output(x, f.layer);
-    const double e4 = cudatest::rel_l2(gpu_forward(f.layer, x, {}), exact);
+    const double e4 = cudatest::rel_l2(gpu_forward(f.layer, x, checkpoint_options()), exact);
     const Tensor y8 = gpu_forward(f.layer, x, fp8_options());
     const double e8 = cudatest::rel_l2(y8, exact);
     std::printf("[ fp8      ] %s: vs unquantized activations: 4-bit %.5f, fp8 %.5f (%.3fx); vs CPU fp8 %.2e\n", name, e4, e8,

@@ -82,3 +82,27 @@ TEST(CudaGate, RefusesWhatItDoesNotImplement) {
   badk.K = 96;
   EXPECT_TRUE(b->unsupported_reason(badk, {}).has_value());
 }
+
+// Activations::AUTO (the default): fp8 for int4 layers with fp32 accumulation on cuda-sm90, 4-bit
+// otherwise, and always 4-bit on the CPU. resolve() is a pure function: no GPU needed.
+TEST(CudaGate, AutoActivationsResolveToFp8ForInt4Fp32) {
+  ForwardOptions dflt;
+  ASSERT_EQ(dflt.activations, Activations::AUTO);
+  const Backend* cpu = BackendRegistry::instance().find("cpu");
+  ASSERT_NE(cpu, nullptr);
+  EXPECT_EQ(cpu->resolve(int4_desc(), dflt).activations, Activations::CHECKPOINT);
+  const Backend* b = cudatest::cuda_backend();
+  if (!b) GTEST_SKIP() << "built without CUDA";
+  EXPECT_EQ(b->resolve(int4_desc(), dflt).activations, Activations::FP8);
+  ForwardOptions half;
+  half.accumulate = Accumulate::HALF;
+  EXPECT_EQ(b->resolve(int4_desc(), half).activations, Activations::CHECKPOINT);
+  EXPECT_EQ(b->resolve(int4_desc(), half).accumulate, Accumulate::HALF);
+  LayerDesc nv = int4_desc();
+  nv.precision = Precision::NVFP4;
+  EXPECT_EQ(b->resolve(nv, dflt).activations, Activations::CHECKPOINT);
+  // An explicit mode is never changed.
+  ForwardOptions ck;
+  ck.activations = Activations::CHECKPOINT;
+  EXPECT_EQ(b->resolve(int4_desc(), ck).activations, Activations::CHECKPOINT);
+}

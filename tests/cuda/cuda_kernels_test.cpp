@@ -167,7 +167,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaActivationKernel,
                                            ActCase{33, 640, 128, HalfKind::FP16, true},
                                            ActCase{300, 3072, 8, HalfKind::BF16, false},
                                            ActCase{129, 256, 0, HalfKind::BF16, false},
-                                           ActCase{64, 1536, 64, HalfKind::BF16, true}));
+                                           ActCase{64, 1536, 64, HalfKind::BF16, true}),
+                         [](const ::testing::TestParamInfo<ActCase>& i) {
+                           const ActCase& c = i.param;
+                           return "M" + std::to_string(c.M) + "_K" + std::to_string(c.K) + "_R" + std::to_string(c.R) +
+                                  (c.dtype == HalfKind::BF16 ? "_bf16" : "_fp16") + (c.act_unsigned ? "_unsigned" : "_signed");
+                         });
 
 }  // namespace
 

@@ -23,9 +23,11 @@ using namespace svdquant;
 
 namespace {
 
+// 4-bit activations throughout this file (Activations::AUTO would pick fp8 on cuda-sm90).
 Tensor gpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc) {
   ForwardOptions opt;
   opt.accumulate = acc;
+  opt.activations = Activations::CHECKPOINT;
   const Backend* b = cudatest::cuda_backend();
   auto layer = b->prepare(w, opt);
   return b->forward_host(*layer, x);
@@ -34,6 +36,7 @@ Tensor gpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc) {
 Tensor cpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc) {
   ForwardOptions opt;
   opt.accumulate = acc;
+  opt.activations = Activations::CHECKPOINT;
   return ref::forward(x, w, opt);
 }
 

@@ -129,7 +129,7 @@ void add_demo_command(CLI::App& app) {
     std::printf("svdquant demo: DiT block, hidden %lld, MLP %lld, %lld tokens, %s rank %d, bf16\n", (long long)a->hidden,
                 (long long)a->mlp, (long long)a->tokens, a->precision.c_str(), a->rank);
     std::printf("%-22s %13s %10s %10s %12s %10s %9s  %s\n", "layer", "K -> N", "err svdq", "err rtn", "quantize ms", "forward ms",
-                "backend", "");
+                "backend", "activations");
     double worst_ratio = 0;
     for (const auto& L : layers) {
       std::vector<float> W = make_weight(L.N, L.K, rng);
@@ -169,8 +169,8 @@ void add_demo_command(CLI::App& app) {
       }
       char shape[32];
       std::snprintf(shape, sizeof shape, "%lld -> %lld", (long long)L.K, (long long)L.N);
-      std::printf("%-22s %13s %10.4f %10.4f %12.0f %10.1f %9s\n", L.name.c_str(), shape, err, err_rtn, q_ms, f_ms,
-                  std::string(lin.backend().name()).c_str());
+      std::printf("%-22s %13s %10.4f %10.4f %12.0f %10.1f %9s  %s\n", L.name.c_str(), shape, err, err_rtn, q_ms, f_ms,
+                  std::string(lin.backend().name()).c_str(), std::string(to_string(lin.options().activations)).c_str());
       std::fflush(stdout);
     }
     std::printf("errors: relative L2 against the 16-bit layer (bf16 weights and inputs, float64 sums)\n");

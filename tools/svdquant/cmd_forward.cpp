@@ -11,7 +11,7 @@ namespace svdquant::cli {
 
 void add_forward_command(CLI::App& app) {
   struct Args {
-    std::string model, layer, input, output, backend = "auto", accumulate = "fp32", activations = "checkpoint", x_name = "x";
+    std::string model, layer, input, output, backend = "auto", accumulate = "fp32", activations = "auto", x_name = "x";
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("forward", "Run one quantized layer: y = layer(x)");
@@ -22,7 +22,10 @@ void add_forward_command(CLI::App& app) {
   cmd->add_option("--input-name", a->x_name, "Name of the input tensor")->capture_default_str();
   cmd->add_option("--backend", a->backend, "auto | cpu | cuda | a backend name")->capture_default_str();
   cmd->add_option("--accumulate", a->accumulate, "fp32 | half (NUMERICS.md §4)")->capture_default_str();
-  cmd->add_option("--activations", a->activations, "checkpoint | fp8 (NUMERICS.md §3, §5)")->capture_default_str();
+  cmd->add_option("--activations", a->activations,
+                  "auto | checkpoint | fp8 (NUMERICS.md §3, §5); auto: fp8 for int4 layers with fp32 accumulation on "
+                  "cuda-sm90, checkpoint (4-bit) elsewhere")
+      ->capture_default_str();
   cmd->callback([a] {
     LinearOptions opt;
     opt.backend = a->backend;
@@ -43,7 +46,7 @@ void add_forward_command(CLI::App& app) {
     write_safetensors(a->output, {{"y", y}}, {{"layer", a->layer}, {"backend", std::string(lin.backend().name())}});
     std::fprintf(stderr, "%s: %s -> %s on %s (accumulate=%s, activations=%s) in %.1f ms\n", a->layer.c_str(),
                  shape_str(x.shape()).c_str(), shape_str(y.shape()).c_str(), std::string(lin.backend().name()).c_str(),
-                 a->accumulate.c_str(), a->activations.c_str(), ms);
+                 a->accumulate.c_str(), std::string(to_string(lin.options().activations)).c_str(), ms);
   });
 }
 

@@ -58,7 +58,8 @@ class CpuBackend final : public Backend {
  public:
   std::string_view name() const override { return "cpu"; }
   DeviceType device_type() const override { return DeviceType::CPU; }
-  std::optional<std::string> unsupported_reason(const LayerDesc& d, const ForwardOptions& opt) const override {
+  std::optional<std::string> unsupported_reason(const LayerDesc& d, const ForwardOptions& requested) const override {
+    const ForwardOptions opt = resolve(d, requested);
     const int64_t G = group_size(d.precision);
     if (d.K <= 0 || d.K % G != 0)
       return "K = " + std::to_string(d.K) + " is not a positive multiple of the group size " + std::to_string(G);
@@ -68,8 +69,9 @@ class CpuBackend final : public Backend {
       return "half accumulation is defined for 4-bit activations only (NUMERICS.md §5); use --accumulate fp32 with fp8";
     return std::nullopt;
   }
-  std::unique_ptr<PreparedLayer> prepare(const LayerWeights& w, const ForwardOptions& opt) const override {
-    if (auto why = unsupported_reason(w.desc, opt)) throw UnsupportedError("cpu: " + *why);
+  std::unique_ptr<PreparedLayer> prepare(const LayerWeights& w, const ForwardOptions& requested) const override {
+    if (auto why = unsupported_reason(w.desc, requested)) throw UnsupportedError("cpu: " + *why);
+    const ForwardOptions opt = resolve(w.desc, requested);
     auto p = std::make_unique<CpuPrepared>();
     p->desc = w.desc;
     p->options = opt;
@@ -90,7 +92,8 @@ void register_cpu_backend(BackendRegistry& r) { r.add(std::make_unique<CpuBacken
 }  // namespace detail
 
 namespace {
-Tensor reference_forward(const Tensor& x, const LayerWeights& w, const ForwardOptions& opt, int threads, DType out) {
+Tensor reference_forward(const Tensor& x, const LayerWeights& w, const ForwardOptions& requested, int threads, DType out) {
+  const ForwardOptions opt = resolve_activations(requested, Activations::CHECKPOINT);  // the CPU's default
   if (x.dim() != 2) throw FormatError("input x: expected [M, K], found " + shape_str(x.shape()));
   if (opt.activations == Activations::FP8 && opt.accumulate == Accumulate::HALF)
     throw UnsupportedError("half accumulation is defined for 4-bit activations only (NUMERICS.md §5)");

@@ -227,7 +227,7 @@ std::vector<float> shift_and_smooth(const Tensor& x, const LayerWeights& w) {
 QuantizedActivations quantize_activations(const Tensor& x, const LayerWeights& w, Activations mode) {
   check_input(x, w);
   ForwardOptions opt;
-  opt.activations = mode;
+  opt.activations = mode == Activations::AUTO ? Activations::CHECKPOINT : mode;
   CpuLayer L = detail::make_cpu_layer(w, opt);
   const int64_t M = x.size(0), K = w.desc.K;
   QuantizedActivations q;
