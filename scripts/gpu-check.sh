@@ -3,7 +3,7 @@
 # (tests and benchmarks on), run the GPU tests, compute-sanitizer (memcheck, racecheck) on a
 # subset, and the benchmark; print a short table last. Logs go to $OUT (default: ./gpu-check-out).
 #
-#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [ncu]   (default: the first four)
+#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [ncu] [stalls]   (default: the first four)
 #
 # Dependencies: where the Debian dev packages are missing (the lent GPU machines), the .debs in
 # .deps/ (fetched beforehand with `apt-get download`, see docs/perf-notes.md) are unpacked with
@@ -115,12 +115,27 @@ if has ncu; then
   fi
 fi
 
+if has stalls; then
+  # Where the GEMM's warps wait: stall reasons per issued instruction of the first GEMM launches
+  # of `cuda_bench --profile` (M = 4608, K = N = 3072: fp32, half, fp8 accumulation, twice each).
+  BENCH=$BUILD/bench/cuda/cuda_bench
+  if [ -x "$BENCH" ] && command -v ncu > /dev/null; then
+    ncu --clock-control none --kernel-name regex:w4a4_gemm --launch-count 6 --section WarpStateStats \
+      --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' "$BENCH" --profile > "$OUT/stalls.log" 2>&1
+    RESULT[stalls]="rc=$? (stalls.log)"
+    awk '/w4a4_gemm_kernel/{print; n=0} /issue_stalled/{if ($NF+0 > 0.3) print}' "$OUT/stalls.log" | head -80 > "$OUT/stalls-summary.log"
+  else
+    RESULT[stalls]="not built or no ncu"
+  fi
+fi
+
 echo
 echo "==================== gpu-check summary ===================="
 head -2 "$OUT/env.log" | tail -1
-for k in build sass tests memcheck racecheck bench ncu; do
+for k in build sass tests memcheck racecheck bench ncu stalls; do
   [ -n "${RESULT[$k]:-}" ] && printf "%-10s %s\n" "$k" "${RESULT[$k]}"
 done
 [ -f "$OUT/ncu-summary.log" ] && cat "$OUT/ncu-summary.log"
+[ -f "$OUT/stalls-summary.log" ] && cat "$OUT/stalls-summary.log"
 [ -f "$OUT/bench.log" ] && grep -E "^\||^M=|^device" "$OUT/bench.log" | head -40
 exit 0
