@@ -99,10 +99,19 @@ Sm90Layer::~Sm90Layer() {
   }
 }
 
-void Sm90Layer::ensure_workspace(int64_t M) const {
+void Sm90Layer::ensure_workspace(int64_t M, bool capturing) const {
   const int64_t Mpad = round_up(M, kTileM);
   if (Mpad <= ws_rows_) return;
+  if (capturing)
+    throw UnsupportedError("cuda-sm90: CUDA-graph capture of a layer call with M = " + std::to_string(M) +
+                           " rows, more than its workspace holds (" + std::to_string(ws_rows_) +
+                           "): run the layer once outside the capture with at least that many rows first");
   if (used_) check(cudaEventSynchronize(last_use_), "cudaEventSynchronize(workspace)");
+  if (captured_) {
+    // Captured graphs keep the buffers they were captured with: retire them instead of freeing.
+    for (DeviceBuffer* b : {&codes_, &ascale_, &lact_, &lpart_, &tickets_, &row_amax_, &row_scale_})
+      if (b->get()) retired_.push_back(std::move(*b));
+  }
   const int64_t G = desc.K / kGroup, Mt = Mpad / kTileM;
   codes_.resize(size_t(Mt * G * kCodeTileBytes));
   ascale_.resize(size_t(Mt * G * kTileM * 4));
@@ -135,8 +144,14 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   if (M == 0) return;
 
   std::lock_guard<std::mutex> lock(mutex_);
-  ensure_workspace(M);
-  if (used_ && stream != last_stream_) check(cudaStreamWaitEvent(stream, last_use_, 0), "cudaStreamWaitEvent");
+  // Inside a CUDA-graph capture the call is recorded, not run: no cross-stream event (an event
+  // recorded in a capture cannot be waited on outside it, and waiting on an outside event
+  // invalidates the capture); the graph's launches are ordered by the stream they are launched on.
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(stream, &cs), "cudaStreamIsCapturing");
+  const bool capturing = cs != cudaStreamCaptureStatusNone;
+  ensure_workspace(M, capturing);
+  if (!capturing && used_ && stream != last_stream_) check(cudaStreamWaitEvent(stream, last_use_, 0), "cudaStreamWaitEvent");
 
   const HalfType ht = desc.dtype == HalfKind::BF16 ? HalfType::BF16 : HalfType::FP16;
   ActQuantParams a;
@@ -179,6 +194,10 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   g.dtype = ht;
   launch_w4a4_gemm(g, stream);
 
+  if (capturing) {
+    captured_ = true;
+    return;
+  }
   check(cudaEventRecord(last_use_, stream), "cudaEventRecord");
   last_stream_ = stream;
   used_ = true;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <mutex>
+#include <vector>
 
 #include "device_buffer.hpp"
 #include "sm90_kernels.hpp"
@@ -20,13 +21,16 @@ class Sm90Layer final : public PreparedLayer {
   ~Sm90Layer() override;
 
   // x: [M, K] T, y: [M, N] T, device tensors on this layer's device. Calls on one layer are
-  // ordered: a call on another stream first waits for the previous call's work.
+  // ordered: a call on another stream first waits for the previous call's work. A call inside a
+  // CUDA-graph capture is recorded without that ordering (replays are ordered by the stream the
+  // graph is launched on) and needs a workspace sized by an earlier call with as many rows;
+  // buffers a graph was captured with are never freed while the layer lives.
   void forward(const Tensor& x, Tensor& y, cudaStream_t stream) const;
 
   int device() const { return device_; }
 
  private:
-  void ensure_workspace(int64_t M) const;  // called with mutex_ held
+  void ensure_workspace(int64_t M, bool capturing) const;  // called with mutex_ held
 
   int device_ = 0;
   int64_t Rpad_ = 0;
@@ -40,6 +44,8 @@ class Sm90Layer final : public PreparedLayer {
   mutable cudaEvent_t last_use_ = nullptr;
   mutable cudaStream_t last_stream_ = nullptr;
   mutable bool used_ = false;
+  mutable bool captured_ = false;                   // some graph captured the current workspace
+  mutable std::vector<DeviceBuffer> retired_;       // workspaces of earlier captures
 };
 
 }  // namespace svdquant::cuda

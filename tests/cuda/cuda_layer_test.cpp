@@ -210,6 +210,90 @@ TEST(CudaLayerRuns, DeterministicAcrossCallsAndStreams) {
   cudaStreamDestroy(stream);
 }
 
+// CUDA graphs (how torch.compile and CUDA-graph users run a layer): a call captured on one stream
+// after eager calls on another replays to the eager result bit for bit, eager calls on any stream
+// keep working afterwards, and a capture that would need a larger workspace is refused clearly.
+TEST(CudaLayerRuns, CudaGraphCaptureOnAnotherStream) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  cudatest::LayerSpec s;
+  s.N = 384;
+  s.K = 1024;
+  s.R = 32;
+  const LayerWeights w = cudatest::random_layer(s, 31);
+  const int64_t M = 200;
+  const Tensor x = cudatest::random_input(M, s.K, s.dtype, false, 32);
+  const Backend* b = cudatest::cuda_backend();
+  auto layer = b->prepare(w, {});
+  const Tensor ref = b->forward_host(*layer, x);  // default stream
+  cudaStream_t capture_stream = nullptr, other = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&capture_stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreate(&other), cudaSuccess);
+  void *dx = nullptr, *dy = nullptr, *dbig = nullptr, *dybig = nullptr;
+  ASSERT_EQ(cudaMalloc(&dx, x.nbytes()), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dy, ref.nbytes()), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(dx, x.data(), x.nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dy, 0xFF, ref.nbytes()), cudaSuccess);
+  const Device dev{DeviceType::CUDA, 0};
+  const Tensor tx = Tensor::wrap(dx, x.dtype(), {M, s.K}, dev);
+  Tensor ty = Tensor::wrap(dy, x.dtype(), {M, s.N}, dev);
+
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(capture_stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  b->forward(*layer, tx, ty, capture_stream);
+  ASSERT_EQ(cudaStreamEndCapture(capture_stream, &graph), cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, capture_stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(capture_stream), cudaSuccess);
+  std::vector<uint16_t> host(size_t(M * s.N));
+  ASSERT_EQ(cudaMemcpy(host.data(), dy, host.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(std::memcmp(host.data(), ref.data(), ref.nbytes()), 0) << "graph replay differs from the eager call";
+
+  // Eager calls on another stream after the capture, then a replay again.
+  ASSERT_EQ(cudaMemset(dy, 0xFF, ref.nbytes()), cudaSuccess);
+  EXPECT_NO_THROW(b->forward(*layer, tx, ty, other));
+  ASSERT_EQ(cudaStreamSynchronize(other), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(host.data(), dy, host.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(std::memcmp(host.data(), ref.data(), ref.nbytes()), 0);
+  ASSERT_EQ(cudaGraphLaunch(exec, capture_stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(capture_stream), cudaSuccess);
+
+  // More rows than the workspace holds: refused inside the capture, with the reason.
+  const int64_t Mbig = 1000;
+  ASSERT_EQ(cudaMalloc(&dbig, size_t(Mbig * s.K * 2)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dybig, size_t(Mbig * s.N * 2)), cudaSuccess);
+  const Tensor tbig = Tensor::wrap(dbig, x.dtype(), {Mbig, s.K}, dev);
+  Tensor tybig = Tensor::wrap(dybig, x.dtype(), {Mbig, s.N}, dev);
+  ASSERT_EQ(cudaStreamBeginCapture(capture_stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  try {
+    b->forward(*layer, tbig, tybig, capture_stream);
+    ADD_FAILURE() << "a capture needing a larger workspace was accepted";
+  } catch (const UnsupportedError& e) {
+    EXPECT_NE(std::string(e.what()).find("outside the capture"), std::string::npos) << e.what();
+  }
+  cudaGraph_t empty = nullptr;
+  cudaStreamEndCapture(capture_stream, &empty);
+  if (empty) cudaGraphDestroy(empty);
+  (void)cudaGetLastError();
+  // The first graph still replays correctly after the workspace grows for an eager call.
+  EXPECT_NO_THROW(b->forward(*layer, tbig, tybig, other));
+  ASSERT_EQ(cudaStreamSynchronize(other), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dy, 0xFF, ref.nbytes()), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, capture_stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(capture_stream), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(host.data(), dy, host.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_EQ(std::memcmp(host.data(), ref.data(), ref.nbytes()), 0) << "the graph's workspace was freed";
+
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaFree(dx);
+  cudaFree(dy);
+  cudaFree(dbig);
+  cudaFree(dybig);
+  cudaStreamDestroy(capture_stream);
+  cudaStreamDestroy(other);
+}
+
 TEST(CudaLayerRuns, NonFiniteInputGivesNaNRows) {
   SVDQUANT_SKIP_WITHOUT_HOPPER();
   cudatest::LayerSpec s;
