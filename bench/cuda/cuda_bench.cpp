@@ -166,6 +166,7 @@ int main(int argc, char** argv) {
   for (auto [K, N] : shapes) {
     const LayerWeights w = random_layer(N, K, R, rng);
     ForwardOptions f32opt, halfopt, fp8opt;
+    f32opt.activations = halfopt.activations = Activations::CHECKPOINT;  // not auto: the 4-bit modes
     halfopt.accumulate = Accumulate::HALF;
     fp8opt.activations = Activations::FP8;
     auto layer32 = be->prepare(w, f32opt);

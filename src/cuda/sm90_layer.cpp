@@ -111,6 +111,7 @@ void Sm90Layer::ensure_workspace(int64_t M, bool capturing) const {
     // Captured graphs keep the buffers they were captured with: retire them instead of freeing.
     for (DeviceBuffer* b : {&codes_, &ascale_, &lact_, &lpart_, &tickets_, &row_amax_, &row_scale_})
       if (b->get()) retired_.push_back(std::move(*b));
+    captured_ = false;  // no graph has captured the new buffers yet
   }
   const int64_t G = desc.K / kGroup, Mt = Mpad / kTileM;
   codes_.resize(size_t(Mt * G * kCodeTileBytes));
