@@ -122,8 +122,10 @@ nb::object forward(const SVDQuantLinear& L, const InArray& xa, const nb::object&
 void bind_layer(nb::module_& m) {
   nb::class_<SVDQuantLinear>(m, "Layer", nb::is_weak_referenceable(),
                              "A quantized linear layer prepared on a backend (backend: 'auto', 'cpu', 'cuda' or a "
-                             "backend name; accumulate: 'fp32' | 'half'; activations: 'checkpoint' | 'fp8'; "
-                             "docs/NUMERICS.md). CUDA backends prepare on the current CUDA device.")
+                             "backend name; accumulate: 'fp32' | 'half'; activations: 'auto' | 'checkpoint' | 'fp8', "
+                             "auto being the backend's default: fp8 for int4 fp32 layers on cuda-sm90, the "
+                             "checkpoint's 4-bit elsewhere; docs/NUMERICS.md). The properties give the options "
+                             "the backend runs. CUDA backends prepare on the current CUDA device.")
       .def(
           "__init__",
           [](SVDQuantLinear* self, const LayerWeights& w, const std::string& backend, const std::string& accumulate,
@@ -132,7 +134,7 @@ void bind_layer(nb::module_& m) {
             nb::gil_scoped_release release;
             new (self) SVDQuantLinear(w, o);
           },
-          "weights"_a, "backend"_a = "auto", "accumulate"_a = "fp32", "activations"_a = "checkpoint")
+          "weights"_a, "backend"_a = "auto", "accumulate"_a = "fp32", "activations"_a = "auto")
       .def(
           "__init__",
           [](SVDQuantLinear* self, const Checkpoint& ck, const std::string& prefix, const std::string& backend,
@@ -141,7 +143,7 @@ void bind_layer(nb::module_& m) {
             nb::gil_scoped_release release;
             new (self) SVDQuantLinear(SVDQuantLinear::from_checkpoint(ck, prefix, o));
           },
-          "checkpoint"_a, "prefix"_a, "backend"_a = "auto", "accumulate"_a = "fp32", "activations"_a = "checkpoint")
+          "checkpoint"_a, "prefix"_a, "backend"_a = "auto", "accumulate"_a = "fp32", "activations"_a = "auto")
       .def_prop_ro("in_features", [](const SVDQuantLinear& L) { return L.desc().K; })
       .def_prop_ro("out_features", [](const SVDQuantLinear& L) { return L.desc().N; })
       .def_prop_ro("rank", [](const SVDQuantLinear& L) { return L.desc().R; })

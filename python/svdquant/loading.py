@@ -24,7 +24,7 @@ def replace_module(model, name, new):
 
 
 def load_into(model, folder, *, component="transformer", device=None, backend=None, accumulate="fp32",
-              activations="checkpoint", strict=True):
+              activations="auto", strict=True):
     """Replaces the layers quantized in the canonical checkpoint `folder` (every prefix with a
     `<prefix>.qweight`) by SVDQuantLinear and loads the other tensors into the model (16-bit layers,
     e.g. those of modules_to_not_convert, norms, embedders). strict: every tensor of the checkpoint

@@ -14,10 +14,11 @@ _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class SVDQuantLinear(torch.nn.Module):
-    def __init__(self, weights, *, backend=None, accumulate="fp32", activations="checkpoint", device=None):
+    def __init__(self, weights, *, backend=None, accumulate="fp32", activations="auto", device=None):
         """weights: a svdquant.Weights (Checkpoint.layer(), quantize_linear()). backend: the backend for
         CUDA tensors ('cuda' by default, or a backend name such as 'cuda-sm90'); CPU tensors always run
-        on 'cpu'. accumulate / activations: docs/NUMERICS.md. device: prepare there now."""
+        on 'cpu'. accumulate ('fp32' | 'half') / activations ('auto' | 'checkpoint' | 'fp8'; auto: fp8
+        for int4 fp32 layers on cuda-sm90, 4-bit elsewhere): docs/NUMERICS.md. device: prepare there now."""
         super().__init__()
         if not isinstance(weights, _C.Weights):
             raise TypeError(f"SVDQuantLinear: expected svdquant.Weights, got {type(weights).__name__}")

@@ -49,7 +49,7 @@ def plan_layers(model, *, precision="int4", modules_to_not_convert=(), only=(), 
 
 def quantize_model(model, *, rank=32, precision="int4", dtype=None, modules_to_not_convert=(), only=(),
                    family_skips=True, family=None, calib=None, alpha_grid=None, refine=0, eval_rows=128, report=True,
-                   backend=None, accumulate="fp32", activations="checkpoint", device=None, progress=None):
+                   backend=None, accumulate="fp32", activations="auto", device=None, progress=None):
     """Replaces the model's quantizable nn.Linear layers by SVDQuantLinear, in place.
 
     dtype: the layer dtype ('bfloat16' / 'float16'; default: each weight's, bfloat16 for float32).

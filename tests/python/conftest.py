@@ -79,12 +79,12 @@ def run_cli(cli, *args):
     return subprocess.run([cli, *map(str, args)], capture_output=True, text=True)
 
 
-def cli_forward(cli, model, layer, x, dtype, tmp_path, backend="cpu", accumulate="fp32"):
+def cli_forward(cli, model, layer, x, dtype, tmp_path, backend="cpu", accumulate="fp32", activations="auto"):
     """`svdquant forward` on x (an array of `dtype` 'BF16' bits or 'F16'); returns y as stored."""
     xin, yout = tmp_path / "x.safetensors", tmp_path / "y.safetensors"
     st_files.write(xin, {"x": (dtype, x)})
     r = run_cli(cli, "forward", "--model", model, "--layer", layer, "--input", xin, "--output", yout,
-                "--backend", backend, "--accumulate", accumulate)
+                "--backend", backend, "--accumulate", accumulate, "--activations", activations)
     assert r.returncode == 0, r.stderr
     tensors, _ = st_files.read(yout)
     assert tensors["y"][0] == dtype

@@ -23,6 +23,15 @@ def test_accumulate_modes_equal_cli(fixtures, cli, tmp_path, accumulate):
     np.testing.assert_array_equal(layer(f.x, dtype="bfloat16"), y_cli)
 
 
+@pytest.mark.parametrize("activations", ["auto", "checkpoint", "fp8"])
+def test_activation_modes_equal_cli(fixtures, cli, tmp_path, activations):
+    f = fixtures["int4_unsigned_k512_n128_r32"]
+    layer = svdquant.Layer(svdquant.Checkpoint(str(f.folder)), PREFIX, backend="cpu", activations=activations)
+    assert layer.activations == ("checkpoint" if activations == "auto" else activations)  # the CPU's auto
+    y_cli = cli_forward(cli, f.folder, PREFIX, f.x, "BF16", tmp_path, activations=activations)
+    np.testing.assert_array_equal(layer(f.x, dtype="bfloat16"), y_cli)
+
+
 def test_forward_matches_fixture_reference(fixture):
     # As tests/backend/cpu_fixture_test.cpp: within 1 ulp of the float64 result rounded to bf16,
     # and at least 90% bitwise equal.
