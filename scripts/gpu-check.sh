@@ -5,9 +5,8 @@
 #
 #   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [ncu] [stalls]   (default: the first four)
 #
-# Dependencies: where the Debian dev packages are missing (the lent GPU machines), the .debs in
-# .deps/ (fetched beforehand with `apt-get download`, see docs/perf-notes.md) are unpacked with
-# dpkg -x into a prefix under /tmp, never into /.
+# Dependencies: scripts/gpu-deps.sh (the .debs that scripts/fetch-gpu-deps.sh put into .deps/,
+# unpacked under /tmp where the dev packages are missing).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/gpu-check-out}
@@ -17,25 +16,8 @@ STEPS=" ${*:-build tests sanitize bench} "
 has() { [[ "$STEPS" == *" $1 "* ]]; }
 declare -A RESULT
 
-EXTRA=()
-if [ -d "$ROOT/.deps" ] && [ ! -f /usr/include/nlohmann/json.hpp ]; then
-  DEPS=/tmp/svdquant-deps
-  L=$DEPS/usr/lib/x86_64-linux-gnu
-  if [ ! -d "$L" ]; then
-    mkdir -p "$DEPS"
-    for f in "$ROOT"/.deps/*.deb; do dpkg -x "$f" "$DEPS"; done
-    # Debian's BLAS/LAPACK alternatives (update-alternatives does not run under dpkg -x).
-    for lib in libblas.so.3 liblapack.so.3 libblas.so liblapack.so; do ln -sf "openblas-pthread/$lib" "$L/$lib"; done
-    mkdir -p "$L/pkgconfig"
-    ln -sf ../openblas-pthread/pkgconfig/lapack-openblas.pc "$L/pkgconfig/lapack.pc"
-    ln -sf ../openblas-pthread/pkgconfig/blas-openblas.pc "$L/pkgconfig/blas.pc"
-  fi
-  export PKG_CONFIG_SYSROOT_DIR=$DEPS
-  export PKG_CONFIG_LIBDIR=$L/pkgconfig:$DEPS/usr/share/pkgconfig
-  export LD_LIBRARY_PATH=$L:$L/openblas-pthread:${LD_LIBRARY_PATH:-}
-  export CMAKE_PREFIX_PATH=$DEPS/usr
-  EXTRA+=("-DPKG_CONFIG_EXECUTABLE=$DEPS/usr/bin/pkgconf")
-fi
+# shellcheck source=scripts/gpu-deps.sh
+source "$ROOT/scripts/gpu-deps.sh"
 
 {
   echo "== $(date -u)"

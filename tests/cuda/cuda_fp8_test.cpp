@@ -18,6 +18,7 @@
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
 #include "sm90_pack.hpp"
+#include "act_kernel_buffers.hpp"
 #include "svdquant/cpu_reference.hpp"
 #include "svdquant/error.hpp"
 #include "unquantized_reference.hpp"
@@ -69,40 +70,12 @@ TEST_P(CudaFp8Activations, CodesAndRowScalesBitExact) {
     xp[2 * c.K + 3] = f32_to_half(c.dtype, std::numeric_limits<float>::infinity());
     for (int64_t k = 0; k < c.K; ++k) xp[c.K + k] = 0;
   }
-  const int64_t G = c.K / 64, Mt = cuda::ceil_div(c.M, cuda::kTileM), Mpad = Mt * cuda::kTileM;
-  const int64_t Rpad = cuda::padded_rank(c.R);
-  cuda::DeviceBuffer dx, pd, smooth, codes(size_t(Mt * G * cuda::kCodeTileBytes)), lact(size_t(Mpad * std::max<int64_t>(Rpad, 1) * 4)),
-      lpart(size_t(cuda::act_quant_chunks(c.K) * Mpad * std::max<int64_t>(Rpad, 1) * 4)), tickets(size_t(Mpad / 16 * 4)),
-      row_amax(size_t(Mpad * 4)), row_scale(size_t(Mpad * 4));
-  ASSERT_EQ(cudaMemset(tickets.get(), 0, tickets.size()), cudaSuccess);
-  dx.upload(x.data(), x.nbytes());
-  smooth.upload(w.smooth.data(), w.smooth.nbytes());
-  if (Rpad > 0) {
-    const auto frag = cuda::pack_proj_down(w.proj_down, c.K, c.R, Rpad);
-    pd.upload(frag.data(), frag.size() * 4);
-  }
-  // Poison: every code byte and row scale the GEMM reads must be written, the amax cleared.
-  ASSERT_EQ(cudaMemset(codes.get(), 0x7F, codes.size()), cudaSuccess);
-  ASSERT_EQ(cudaMemset(row_scale.get(), 0xFF, row_scale.size()), cudaSuccess);
-  ASSERT_EQ(cudaMemset(row_amax.get(), 0x55, row_amax.size()), cudaSuccess);
-  ASSERT_EQ(cudaMemset(lact.get(), 0xFF, lact.size()), cudaSuccess);
-
-  cuda::ActQuantParams p;
-  p.x = dx.as<uint16_t>();
-  p.smooth = smooth.as<uint16_t>();
-  p.pdfrag = pd.as<uint32_t>();
-  p.codes = codes.as<uint8_t>();
-  p.lact = lact.as<float>();
-  p.lpart = lpart.as<float>();
-  p.tickets = tickets.as<unsigned>();
-  p.M = c.M;
-  p.K = c.K;
-  p.Rpad = int(Rpad);
-  p.act_unsigned = c.act_unsigned;
-  p.dtype = c.dtype == HalfKind::BF16 ? cuda::HalfType::BF16 : cuda::HalfType::FP16;
-  p.fp8 = true;
-  p.row_amax = row_amax.as<unsigned>();
-  p.row_scale = row_scale.as<float>();
+  cudatest::ActKernelBuffers buf(w, x, true);
+  const int64_t G = buf.G, Mpad = buf.Mpad, Rpad = buf.Rpad;
+  const cuda::ActQuantParams& p = buf.p;
+  auto& codes = buf.codes;
+  auto& lact = buf.lact;
+  auto& row_scale = buf.row_scale;
   cuda::launch_act_quant(p, nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 

@@ -16,6 +16,7 @@
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
 #include "sm90_pack.hpp"
+#include "act_kernel_buffers.hpp"
 #include "svdquant/cpu_reference.hpp"
 
 using namespace svdquant;
@@ -53,37 +54,13 @@ TEST_P(CudaActivationKernel, CodesScalesBitExactLowRankClose) {
   if (c.M > 1)
     for (int k = 0; k < 64; ++k) xp[c.K + k] = 0;
 
-  const int64_t G = c.K / 64, Mt = cuda::ceil_div(c.M, cuda::kTileM), Mpad = Mt * cuda::kTileM;
-  const int64_t Rpad = cuda::padded_rank(c.R);
-  cuda::DeviceBuffer dx, pd, codes(size_t(Mt * G * cuda::kCodeTileBytes)), ascale(size_t(Mt * G * 128 * 2)),
-      lact(size_t(Mpad * std::max<int64_t>(Rpad, 1) * 4)), smooth,
-      lpart(size_t(cuda::act_quant_chunks(c.K) * Mpad * std::max<int64_t>(Rpad, 1) * 4)), tickets(size_t(Mpad / 16 * 4));
-  ASSERT_EQ(cudaMemset(tickets.get(), 0, tickets.size()), cudaSuccess);
-  dx.upload(x.data(), x.nbytes());
-  smooth.upload(w.smooth.data(), w.smooth.nbytes());
-  if (Rpad > 0) {
-    const auto frag = cuda::pack_proj_down(w.proj_down, c.K, c.R, Rpad);
-    pd.upload(frag.data(), frag.size() * 4);
-  }
-  // Poison the outputs: every byte the GEMM reads must be written.
-  ASSERT_EQ(cudaMemset(codes.get(), 0x7F, codes.size()), cudaSuccess);
-  ASSERT_EQ(cudaMemset(ascale.get(), 0xFF, ascale.size()), cudaSuccess);
-  ASSERT_EQ(cudaMemset(lact.get(), 0xFF, lact.size()), cudaSuccess);
-
-  cuda::ActQuantParams p;
-  p.x = dx.as<uint16_t>();
-  p.smooth = smooth.as<uint16_t>();
-  p.pdfrag = pd.as<uint32_t>();
-  p.codes = codes.as<uint8_t>();
-  p.ascale = ascale.as<uint16_t>();
-  p.lact = lact.as<float>();
-  p.lpart = lpart.as<float>();
-  p.tickets = tickets.as<unsigned>();
-  p.M = c.M;
-  p.K = c.K;
-  p.Rpad = int(Rpad);
-  p.act_unsigned = c.act_unsigned;
-  p.dtype = c.dtype == HalfKind::BF16 ? cuda::HalfType::BF16 : cuda::HalfType::FP16;
+  cudatest::ActKernelBuffers buf(w, x, false);
+  const int64_t G = buf.G, Mt = buf.Mpad / cuda::kTileM, Mpad = buf.Mpad, Rpad = buf.Rpad;
+  const cuda::ActQuantParams& p = buf.p;
+  auto& codes = buf.codes;
+  auto& ascale = buf.ascale;
+  auto& lact = buf.lact;
+  auto& tickets = buf.tickets;
   cuda::launch_act_quant(p, nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   // The same with float32 scales (the fp32-accumulation format): the same values, widened.

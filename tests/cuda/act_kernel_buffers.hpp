@@ -1,0 +1,74 @@
+// Device buffers and launch parameters for running the activation kernel (act_quant.cu) on its
+// own in a test: inputs uploaded, outputs poisoned (every byte the GEMM reads must be written),
+// in both modes (4-bit codes with T scales; fp8 codes with float32 row scales). CUDA builds only.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+
+#include "device_buffer.hpp"
+#include "sm90_kernels.hpp"
+#include "sm90_layout.hpp"
+#include "sm90_pack.hpp"
+#include "svdquant/checkpoint.hpp"
+
+namespace svdquant::cudatest {
+
+struct ActKernelBuffers {
+  int64_t M = 0, K = 0, G = 0, Mpad = 0, Rpad = 0;
+  cuda::DeviceBuffer dx, pd, smooth, codes, ascale, lact, lpart, tickets, row_amax, row_scale;
+  cuda::ActQuantParams p;
+
+  ActKernelBuffers(const LayerWeights& w, const Tensor& x, bool fp8) {
+    M = x.size(0);
+    K = w.desc.K;
+    G = K / cuda::kGroup;
+    const int64_t Mt = cuda::ceil_div(M, cuda::kTileM);
+    Mpad = Mt * cuda::kTileM;
+    Rpad = cuda::padded_rank(w.desc.R);
+    const size_t r1 = size_t(std::max<int64_t>(Rpad, 1));
+    codes.resize(size_t(Mt * G * cuda::kCodeTileBytes));
+    ascale.resize(size_t(Mt * G * cuda::kTileM * 2));
+    lact.resize(size_t(Mpad) * r1 * 4);
+    lpart.resize(size_t(cuda::act_quant_chunks(K) * Mpad) * r1 * 4);
+    tickets.resize(size_t(Mpad / 16 * 4));
+    row_amax.resize(size_t(Mpad * 4));
+    row_scale.resize(size_t(Mpad * 4));
+    ok(cudaMemset(tickets.get(), 0, tickets.size()));
+    dx.upload(x.data(), x.nbytes());
+    smooth.upload(w.smooth.data(), w.smooth.nbytes());
+    if (Rpad > 0) {
+      const auto frag = cuda::pack_proj_down(w.proj_down, K, w.desc.R, Rpad);
+      pd.upload(frag.data(), frag.size() * 4);
+    }
+    ok(cudaMemset(codes.get(), 0x7F, codes.size()));
+    ok(cudaMemset(ascale.get(), 0xFF, ascale.size()));
+    ok(cudaMemset(lact.get(), 0xFF, lact.size()));
+    ok(cudaMemset(row_scale.get(), 0xFF, row_scale.size()));
+    ok(cudaMemset(row_amax.get(), 0x55, row_amax.size()));  // the launcher must clear it
+    p.x = dx.as<uint16_t>();
+    p.smooth = smooth.as<uint16_t>();
+    p.pdfrag = pd.as<uint32_t>();
+    p.codes = codes.as<uint8_t>();
+    p.ascale = ascale.as<uint16_t>();
+    p.lact = lact.as<float>();
+    p.lpart = lpart.as<float>();
+    p.tickets = tickets.as<unsigned>();
+    p.M = M;
+    p.K = K;
+    p.Rpad = int(Rpad);
+    p.act_unsigned = w.desc.act_unsigned;
+    p.dtype = w.desc.dtype == HalfKind::BF16 ? cuda::HalfType::BF16 : cuda::HalfType::FP16;
+    p.fp8 = fp8;
+    p.row_amax = row_amax.as<unsigned>();
+    p.row_scale = row_scale.as<float>();
+  }
+
+  static void ok(cudaError_t e) {
+    if (e != cudaSuccess) throw std::runtime_error(std::string("test setup: ") + cudaGetErrorString(e));
+  }
+};
+
+}  // namespace svdquant::cudatest
