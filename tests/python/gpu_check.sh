@@ -10,22 +10,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$ROOT/python-gpu-out}
 BUILD=${BUILD:-/tmp/svdquant-py-build}
 mkdir -p "$OUT"
-EXTRA=()
-if [ -d "$ROOT/.deps" ] && [ ! -f /usr/include/nlohmann/json.hpp ]; then
-  DEPS=/tmp/svdquant-deps
-  L=$DEPS/usr/lib/x86_64-linux-gnu
-  if [ ! -d "$L" ]; then
-    mkdir -p "$DEPS"
-    for f in "$ROOT"/.deps/*.deb; do dpkg -x "$f" "$DEPS"; done
-    for lib in libblas.so.3 liblapack.so.3 libblas.so liblapack.so; do ln -sf "openblas-pthread/$lib" "$L/$lib"; done
-    mkdir -p "$L/pkgconfig"
-    ln -sf ../openblas-pthread/pkgconfig/lapack-openblas.pc "$L/pkgconfig/lapack.pc"
-    ln -sf ../openblas-pthread/pkgconfig/blas-openblas.pc "$L/pkgconfig/blas.pc"
-  fi
-  export PKG_CONFIG_SYSROOT_DIR=$DEPS PKG_CONFIG_LIBDIR=$L/pkgconfig:$DEPS/usr/share/pkgconfig
-  export LD_LIBRARY_PATH=$L:$L/openblas-pthread:${LD_LIBRARY_PATH:-} CMAKE_PREFIX_PATH=$DEPS/usr
-  EXTRA+=("-DPKG_CONFIG_EXECUTABLE=$DEPS/usr/bin/pkgconf")
-fi
+# shellcheck source=scripts/gpu-deps.sh
+source "$ROOT/scripts/gpu-deps.sh"
 if compgen -G "$ROOT/.whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$ROOT"/.whl/*.whl
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
