@@ -7,6 +7,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "cuda_test_util.hpp"
 
 #include "device_buffer.hpp"
 #include "sm90_kernels.hpp"
@@ -15,6 +20,29 @@
 #include "svdquant/checkpoint.hpp"
 
 namespace svdquant::cudatest {
+
+// One activation-kernel test case and its test name ("M7_K512_R16_bf16_unsigned").
+struct ActCase {
+  int64_t M, K, R;
+  HalfKind dtype;
+  bool act_unsigned;
+};
+inline std::string act_case_name(const ::testing::TestParamInfo<ActCase>& i) {
+  const ActCase& c = i.param;
+  return "M" + std::to_string(c.M) + "_K" + std::to_string(c.K) + "_R" + std::to_string(c.R) +
+         (c.dtype == HalfKind::BF16 ? "_bf16" : "_fp16") + (c.act_unsigned ? "_unsigned" : "_signed");
+}
+
+// A random int4 layer of N = 64 rows for activation-kernel tests (the kernel does not read N).
+inline LayerWeights act_case_layer(const ActCase& c, uint64_t seed) {
+  LayerSpec spec;
+  spec.N = 64;
+  spec.K = c.K;
+  spec.R = c.R;
+  spec.dtype = c.dtype;
+  spec.act_unsigned = c.act_unsigned;
+  return random_layer(spec, seed);
+}
 
 struct ActKernelBuffers {
   int64_t M = 0, K = 0, G = 0, Mpad = 0, Rpad = 0;

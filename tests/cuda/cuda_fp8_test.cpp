@@ -44,24 +44,14 @@ Tensor gpu_forward(const LayerWeights& w, const Tensor& x, const ForwardOptions&
   return b->forward_host(*layer, x);
 }
 
-struct Fp8ActCase {
-  int64_t M, K, R;
-  HalfKind dtype;
-  bool act_unsigned;
-};
+using cudatest::ActCase;
 
-class CudaFp8Activations : public ::testing::TestWithParam<Fp8ActCase> {};
+class CudaFp8Activations : public ::testing::TestWithParam<ActCase> {};
 
 TEST_P(CudaFp8Activations, CodesAndRowScalesBitExact) {
   SVDQUANT_SKIP_WITHOUT_HOPPER();
-  const Fp8ActCase c = GetParam();
-  cudatest::LayerSpec spec;
-  spec.N = 64;
-  spec.K = c.K;
-  spec.R = c.R;
-  spec.dtype = c.dtype;
-  spec.act_unsigned = c.act_unsigned;
-  const LayerWeights w = cudatest::random_layer(spec, 500 + uint64_t(c.M + c.K));
+  const ActCase c = GetParam();
+  const LayerWeights w = cudatest::act_case_layer(c, 500 + uint64_t(c.M + c.K));
   Tensor x = cudatest::random_input(c.M, c.K, c.dtype, c.act_unsigned, 900 + uint64_t(c.M));
   auto* xp = x.data_as<uint16_t>();
   const bool special = c.M >= 4;
@@ -132,16 +122,12 @@ TEST_P(CudaFp8Activations, CodesAndRowScalesBitExact) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8Activations,
-                         ::testing::Values(Fp8ActCase{1, 64, 16, HalfKind::BF16, false},
-                                           Fp8ActCase{7, 512, 32, HalfKind::BF16, true},
-                                           Fp8ActCase{130, 1024, 32, HalfKind::FP16, false},
-                                           Fp8ActCase{300, 3072, 0, HalfKind::BF16, false},
-                                           Fp8ActCase{65, 12288, 32, HalfKind::BF16, false}),
-                         [](const ::testing::TestParamInfo<Fp8ActCase>& i) {
-                           const Fp8ActCase& c = i.param;
-                           return "M" + std::to_string(c.M) + "_K" + std::to_string(c.K) + "_R" + std::to_string(c.R) +
-                                  (c.dtype == HalfKind::BF16 ? "_bf16" : "_fp16") + (c.act_unsigned ? "_unsigned" : "_signed");
-                         });
+                         ::testing::Values(ActCase{1, 64, 16, HalfKind::BF16, false},
+                                           ActCase{7, 512, 32, HalfKind::BF16, true},
+                                           ActCase{130, 1024, 32, HalfKind::FP16, false},
+                                           ActCase{300, 3072, 0, HalfKind::BF16, false},
+                                           ActCase{65, 12288, 32, HalfKind::BF16, false}),
+                         cudatest::act_case_name);
 
 struct Fp8LayerCase {
   int64_t M, N, K, R;

@@ -23,24 +23,14 @@ using namespace svdquant;
 
 namespace {
 
-struct ActCase {
-  int64_t M, K, R;
-  HalfKind dtype;
-  bool act_unsigned;
-};
+using cudatest::ActCase;
 
 class CudaActivationKernel : public ::testing::TestWithParam<ActCase> {};
 
 TEST_P(CudaActivationKernel, CodesScalesBitExactLowRankClose) {
   SVDQUANT_SKIP_WITHOUT_HOPPER();
   const ActCase c = GetParam();
-  cudatest::LayerSpec spec;
-  spec.N = 64;
-  spec.K = c.K;
-  spec.R = c.R;
-  spec.dtype = c.dtype;
-  spec.act_unsigned = c.act_unsigned;
-  const LayerWeights w = cudatest::random_layer(spec, 1000 + uint64_t(c.M * 7 + c.K));
+  const LayerWeights w = cudatest::act_case_layer(c, 1000 + uint64_t(c.M * 7 + c.K));
   Tensor x = cudatest::random_input(c.M, c.K, c.dtype, c.act_unsigned, 77 + uint64_t(c.M));
   // Non-finite rows (§6): a NaN in row 0, an Inf in the last row's first group.
   auto* xp = x.data_as<uint16_t>();
@@ -145,11 +135,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaActivationKernel,
                                            ActCase{300, 3072, 8, HalfKind::BF16, false},
                                            ActCase{129, 256, 0, HalfKind::BF16, false},
                                            ActCase{64, 1536, 64, HalfKind::BF16, true}),
-                         [](const ::testing::TestParamInfo<ActCase>& i) {
-                           const ActCase& c = i.param;
-                           return "M" + std::to_string(c.M) + "_K" + std::to_string(c.K) + "_R" + std::to_string(c.R) +
-                                  (c.dtype == HalfKind::BF16 ? "_bf16" : "_fp16") + (c.act_unsigned ? "_unsigned" : "_signed");
-                         });
+                         cudatest::act_case_name);
 
 }  // namespace
 
