@@ -11,19 +11,19 @@
 // int4 values are exact in e4m3 and every product and group sum (|p| <= 7680) is exact in the
 // float32 accumulators, so each group's wgmma result is the exact integer p[g] of §4.
 //
-// Warp roles: warps 0-7 are two consumer warpgroups (64 weight rows each); warp 8 is the
-// producer: one thread streams, per group, the activation code tile (8 KB), the weight tile
-// (4 KB) and both scale vectors into a ring of shared-memory stages with 1-D bulk copies that
-// complete on "full" mbarriers; every consumer thread releases a stage on its "empty" mbarrier.
-// Clusters of two CTAs (optional, bf16; slower in v4, see docs/perf-notes.md): the two are neighbours in n with the same activation rows;
-// each loads one k-half of their common code tile and multicasts it to both, so a CTA reads 4 KB
-// of codes per group from L2 instead of 8 (tile traffic from L2 bounded v3, docs/perf-notes.md).
-// A stage is refilled only once the consumers of both CTAs released it: one remote arrive per
-// consumer warp on the peer's "empty" barrier.
+// Warp roles: warps 0-7 are two consumer warpgroups (64 weight rows each); warps 8-11 are the
+// producer warpgroup, which fills a ring of shared-memory stages with, per group, the activation
+// code tile (8 KB), the weight tile (4 KB) and the scale vectors, completing on "full" mbarriers;
+// every consumer thread releases a stage on its "empty" mbarrier. Feeds (GemmFeed; the default is
+// the fastest measured, docs/perf-notes.md v4): 1-D bulk copies issued by one producer thread;
+// the same in clusters of two CTAs, neighbours in n with the same activation rows, each loading
+// one k-half of their common code tile and multicasting it to both (a stage is then refilled
+// only once the consumers of both CTAs released it: one remote arrive per consumer warp); or
+// 16-byte cp.async by all 128 producer threads.
 // Per group each consumer runs two wgmma k32 steps into a partial-sum buffer and then folds it
 // into its accumulator with the two-sided scale: §4.1 (float32, fma) or §4.2 (T, one T_fma per
-// group in group order via __hfma2, bitwise the CPU `half` mode). The two consumer warpgroups are
-// independent, so one's scaling overlaps the other's tensor-core work.
+// group in group order via __hfma2, bitwise the CPU `half` mode). Two partial-sum buffers let
+// group g + 1's wgmma run while group g is folded.
 // Epilogue: ·alpha, ·wcscales + bias (two float32 operations, §4.3), + lora_act · proj_upᵀ
 // (bf16 wgmma of split operands, see consume()), rounded to T and stored with bounds checks.
 #include <cuda_bf16.h>
