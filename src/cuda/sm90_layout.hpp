@@ -7,7 +7,9 @@
 //   codes[mt][g][8192], mt = m / 128, g = k / 64,
 // each tile in wgmma's K-major "no swizzle" core-matrix order for a 128 x 64 byte operand:
 //   offset(r, c) = (c / 16) * 2048 + (r / 8) * 128 + (r % 8) * 16 + (c % 16)   (r row, c column)
-// Activation scales: ascale[mt][g][128] of T (the raw 16-bit pattern).
+// (With fp8 activations, NUMERICS.md §5, the same tiles hold the e4m3 activations themselves.)
+// Activation scales: ascale[mt][g][128] of T (the raw 16-bit pattern), or float32 for the fp32
+// accumulation; fp8 activations have one float32 scale per row instead, row_scale[Mpad].
 // Low-rank activations: lact[Mpad][Rpad] float32.
 //
 // Weights (built by prepare): int4 codes kept 4-bit, in the register-fragment order of wgmma's A
