@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -54,6 +55,37 @@ fs::path fixture_folder(const std::string& name, const std::string& prefix) {
 }
 
 }  // namespace
+
+// --activations: auto (the default) runs 4-bit activations on the CPU and says so; fp8 gives
+// another result; an unknown mode is a usage error naming the accepted values.
+TEST(Cli, ForwardActivationModes) {
+  const char* name = "int4_k256_n256_r32";
+  fs::path dir = fixture_folder(name, "blocks.0.proj");
+  const std::string x = (workdir() / (std::string(name) + "_x.safetensors")).string();
+  auto forward = [&](const std::string& mode, const std::string& out) {
+    fs::remove(workdir() / out);
+    return run("forward --backend cpu --model " + dir.string() + " --layer blocks.0.proj --input " + x + " --output " +
+               (workdir() / out).string() + (mode.empty() ? "" : " --activations " + mode));
+  };
+  const CliResult dflt = forward("", "y_default.safetensors");
+  ASSERT_EQ(dflt.code, 0) << dflt.out;
+  EXPECT_NE(dflt.out.find("activations=checkpoint"), std::string::npos) << dflt.out;
+  const CliResult ck = forward("checkpoint", "y_checkpoint.safetensors");
+  ASSERT_EQ(ck.code, 0) << ck.out;
+  const CliResult f8 = forward("fp8", "y_fp8.safetensors");
+  ASSERT_EQ(f8.code, 0) << f8.out;
+  EXPECT_NE(f8.out.find("activations=fp8"), std::string::npos) << f8.out;
+  const Tensor yd = SafetensorsFile::open(workdir() / "y_default.safetensors").tensor("y");
+  const Tensor yc = SafetensorsFile::open(workdir() / "y_checkpoint.safetensors").tensor("y");
+  const Tensor y8 = SafetensorsFile::open(workdir() / "y_fp8.safetensors").tensor("y");
+  ASSERT_EQ(yd.nbytes(), yc.nbytes());
+  EXPECT_EQ(std::memcmp(yd.data(), yc.data(), yd.nbytes()), 0) << "auto on the CPU is checkpoint";
+  EXPECT_NE(std::memcmp(y8.data(), yc.data(), yc.nbytes()), 0) << "fp8 is another mode";
+  const CliResult bad = forward("int2", "y_bad.safetensors");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("auto, checkpoint, fp8"), std::string::npos) << bad.out;
+  EXPECT_FALSE(fs::exists(workdir() / "y_bad.safetensors"));
+}
 
 TEST(Cli, ForwardReproducesFixtureReference) {
   for (const char* name : test::kFixtures) {
