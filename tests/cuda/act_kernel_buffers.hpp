@@ -35,13 +35,7 @@ inline std::string act_case_name(const ::testing::TestParamInfo<ActCase>& i) {
 
 // A random int4 layer of N = 64 rows for activation-kernel tests (the kernel does not read N).
 inline LayerWeights act_case_layer(const ActCase& c, uint64_t seed) {
-  LayerSpec spec;
-  spec.N = 64;
-  spec.K = c.K;
-  spec.R = c.R;
-  spec.dtype = c.dtype;
-  spec.act_unsigned = c.act_unsigned;
-  return random_layer(spec, seed);
+  return random_layer(LayerSpec{64, c.K, c.R, c.dtype, c.act_unsigned}, seed);
 }
 
 struct ActKernelBuffers {

@@ -143,12 +143,7 @@ class CudaFp8Layer : public ::testing::TestWithParam<Fp8LayerCase> {};
 TEST_P(CudaFp8Layer, MatchesCpuFp8AndIsMoreAccurateThan4Bit) {
   SVDQUANT_SKIP_WITHOUT_HOPPER();
   const Fp8LayerCase c = GetParam();
-  cudatest::LayerSpec s;
-  s.N = c.N;
-  s.K = c.K;
-  s.R = c.R;
-  s.dtype = c.dtype;
-  s.act_unsigned = c.act_unsigned;
+  const cudatest::LayerSpec s{c.N, c.K, c.R, c.dtype, c.act_unsigned};
   const uint64_t seed = uint64_t(c.M * 31 + c.N * 7 + c.K);
   const LayerWeights w = cudatest::random_layer(s, seed);
   const Tensor x = cudatest::random_input(c.M, c.K, c.dtype, c.act_unsigned, seed + 3);

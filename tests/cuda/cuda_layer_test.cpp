@@ -63,12 +63,7 @@ class CudaLayer : public ::testing::TestWithParam<LayerCase> {};
 TEST_P(CudaLayer, MatchesCpuReference) {
   SVDQUANT_SKIP_WITHOUT_HOPPER();
   const LayerCase c = GetParam();
-  cudatest::LayerSpec s;
-  s.N = c.N;
-  s.K = c.K;
-  s.R = c.R;
-  s.dtype = c.dtype;
-  s.act_unsigned = c.act_unsigned;
+  const cudatest::LayerSpec s{c.N, c.K, c.R, c.dtype, c.act_unsigned};
   const uint64_t seed = uint64_t(c.M * 131 + c.N * 17 + c.K);
   const LayerWeights w = cudatest::random_layer(s, seed);
   const Tensor x = cudatest::random_input(c.M, c.K, c.dtype, c.act_unsigned, seed + 1);

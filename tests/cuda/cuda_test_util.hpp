@@ -44,6 +44,7 @@ inline Tensor half_tensor(HalfKind t, Shape shape, const std::vector<float>& val
   return out;
 }
 
+// An aggregate: LayerSpec{N, K, R, dtype, act_unsigned} keeps the other defaults.
 struct LayerSpec {
   int64_t N = 256, K = 512, R = 32;
   HalfKind dtype = HalfKind::BF16;
