@@ -317,8 +317,8 @@ int main(int argc, char** argv) {
     smooth.upload(w.smooth.data(), w.smooth.nbytes());
     const auto pdf = cuda::pack_proj_down(w.proj_down, K, R, R);
     pd.upload(pdf.data(), pdf.size() * 4);
-    std::printf("\nGEMM kernel alone, K = N = 3072 (us), default feed, fp32 accumulation: full | no fold | no wgmma | "
-                "loads only | no low-rank; then each feed (fp32 accumulation and fp8 mode)\n");
+    std::printf("\nGEMM kernel alone, K = N = 3072 (us), fp32 accumulation, automatic tile: full | no fold | no wgmma | "
+                "loads only | no low-rank; then each CTA tile (128 or 256 weight rows; fp32 accumulation and fp8 mode)\n");
     for (int64_t M : profile ? std::vector<int64_t>{4608} : std::vector<int64_t>{256, 4608}) {
       const int64_t Mt = cuda::ceil_div(M, 128);
       cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2)), codes(size_t(Mt * G * cuda::kCodeTileBytes)),
@@ -362,32 +362,33 @@ int main(int argc, char** argv) {
       }
       gp.row_scale = rs.as<float>();
       std::fprintf(stderr, "cuda_bench: breakdown M=%lld\n", (long long)M);
-      double t[4], feed32[3], f8[3], nolora = 0;
+      double t[4], tile32[2], tile8[2], nolora = 0;
       for (int v = 0; v < 4; ++v) {
         gp.profile_skip = v;
         t[v] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       }
       gp.profile_skip = 0;
-      const cuda::GemmFeed feeds[3] = {cuda::GemmFeed::BULK, cuda::GemmFeed::BULK_CLUSTER2, cuda::GemmFeed::CP_ASYNC};
-      for (int f = 0; f < 3; ++f) {
-        gp.feed = feeds[f];
-        feed32[f] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+      const cuda::GemmTile tiles[2] = {cuda::GemmTile::ROWS128, cuda::GemmTile::ROWS256};
+      for (int f = 0; f < 2; ++f) {
+        gp.tile = tiles[f];
+        tile32[f] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       }
       gp.mode = cuda::GemmMode::FP8;
-      for (int f = 0; f < 3; ++f) {
-        gp.feed = feeds[f];
-        f8[f] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+      for (int f = 0; f < 2; ++f) {
+        gp.tile = tiles[f];
+        tile8[f] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       }
       gp.mode = cuda::GemmMode::FP32;
-      gp.feed = cuda::kDefaultFeed;
+      gp.tile = cuda::GemmTile::AUTO;
       gp.Rpad = 0;
       nolora = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       gp.Rpad = int(R);
       const double flop = 2.0 * double(M) * double(N) * double(K);
-      std::printf("M=%lld: fp32 %.1f | %.1f | %.1f | %.1f | %.1f || bulk %.1f | cluster2 %.1f | cp.async %.1f   fp8: bulk %.1f | "
-                  "cluster2 %.1f | cp.async %.1f   (%.0f / %.0f TOPS fp32 / fp8, default feed)\n",
-                  (long long)M, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, nolora * 1e3, feed32[0] * 1e3, feed32[1] * 1e3,
-                  feed32[2] * 1e3, f8[0] * 1e3, f8[1] * 1e3, f8[2] * 1e3, flop / (t[0] * 1e9), flop / (f8[0] * 1e9));
+      std::printf("M=%lld: fp32 %.1f | %.1f | %.1f | %.1f | %.1f || 128 rows %.1f | 256 rows %.1f   fp8: 128 rows %.1f | "
+                  "256 rows %.1f   (%.0f TOPS fp32 auto, %.0f TOPS fp8 best)\n",
+                  (long long)M, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, nolora * 1e3, tile32[0] * 1e3,
+                  tile32[1] * 1e3, tile8[0] * 1e3, tile8[1] * 1e3, flop / (t[0] * 1e9),
+                  flop / (std::min(tile8[0], tile8[1]) * 1e9));
     }
   }
   cublasDestroy(cublas);

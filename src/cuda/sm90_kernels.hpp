@@ -42,11 +42,9 @@ int act_quant_chunks(int64_t K);
 // one-sided group scales, float32 row scales applied in the epilogue).
 enum class GemmMode : uint8_t { FP32, HALF, FP8 };
 
-// How the GEMM's producer warpgroup fills the shared-memory stages: 1-D bulk copies (TMA) issued
-// by one thread; the same with clusters of two CTAs multicasting their common code tile; or
-// 16-byte cp.async by all 128 producer threads (docs/perf-notes.md v4 compares them).
-enum class GemmFeed : uint8_t { BULK, BULK_CLUSTER2, CP_ASYNC };
-inline constexpr GemmFeed kDefaultFeed = GemmFeed::BULK;
+// Weight rows per GEMM CTA tile (w4a4_gemm.cu): 256 by default unless that leaves SMs idle, then
+// 128 (docs/perf-notes.md v6). The explicit choices exist for cuda_bench's comparison.
+enum class GemmTile : uint8_t { AUTO, ROWS128, ROWS256 };
 
 // NUMERICS.md §4: the W4A4 GEMM with the per-group scaling, epilogue and low-rank up projection.
 struct GemmParams {
@@ -65,7 +63,7 @@ struct GemmParams {
   float alpha = 1.0f;
   GemmMode mode = GemmMode::FP32;
   HalfType dtype = HalfType::BF16;
-  GemmFeed feed = kDefaultFeed;        // other feeds: bf16 only
+  GemmTile tile = GemmTile::AUTO;
   // Profiling only (cuda_bench's breakdown; wrong results; bf16 FP32 mode): bit 0 leaves out the
   // per-group fold, bit 1 the wgmma. 0 in every real call.
   int profile_skip = 0;

@@ -44,52 +44,6 @@ __device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, uint32
       : "memory");
 }
 
-// The same copy delivered to the same shared-memory offset of every CTA in `cta_mask` (a
-// cluster), completing on the mbarrier at the same offset in each of them.
-__device__ __forceinline__ void bulk_copy_g2s_multicast(void* dst, const void* src, uint32_t bytes, uint64_t* bar,
-                                                        uint16_t cta_mask) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], "
-      "%4;\n" ::"r"(smem_addr(dst)),
-      "l"(src), "r"(bytes), "r"(smem_addr(bar)), "h"(cta_mask)
-      : "memory");
-}
-
-// Clusters: this CTA's rank, a whole-cluster barrier (every thread of every CTA), and an arrive
-// on the mbarrier at the same offset in CTA `rank` of the cluster by the threads where `pred`
-// holds (predicated inside the asm: a branch around it inside a wgmma pipeline made ptxas
-// serialize the wgmmas, C7514). Default semantics (release at CTA scope, as CUTLASS's cluster
-// barrier does): v4 asked for .release.cluster, whose fence made the cluster GEMM 45% slower.
-__device__ __forceinline__ uint32_t cluster_ctarank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
-  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void mbar_arrive_cluster(uint64_t* bar, uint32_t rank, bool pred) {
-  asm volatile(
-      "{\n"
-      ".reg .b32 remote;\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %2, 0;\n"
-      "mapa.shared::cluster.u32 remote, %0, %1;\n"
-      "@p mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
-      "}\n" ::"r"(smem_addr(bar)),
-      "r"(rank), "r"(uint32_t(pred))
-      : "memory");
-}
-
-// 16-byte asynchronous copy global -> shared (L2 only), and an arrive on `bar` once every
-// cp.async this thread issued before has landed (noinc: the barrier's count includes it).
-__device__ __forceinline__ void cp_async_16(void* dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_mbar_arrive(uint64_t* bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
-}
 // Orders this thread's view of shared memory written through the generic proxy before later
 // accesses through the async proxy (wgmma operands).
 __device__ __forceinline__ void fence_proxy_async() {

@@ -5,27 +5,34 @@
 // (FP8: e4m3 activations with one float32 scale per row, so the fold is one-sided, acc += p * s_w,
 // and the row scale is applied in the epilogue).
 //
-// One CTA computes a 128 (n) x 128 (m) tile of y^T: the weight rows are wgmma's M side (A from
-// registers: the 4-bit weights are expanded to e4m3 in registers, so they stay 4-bit in memory and
-// in shared memory) and the activation rows are wgmma's N side (B, e4m3 codes in shared memory).
-// int4 values are exact in e4m3 and every product and group sum (|p| <= 7680) is exact in the
-// float32 accumulators, so each group's wgmma result is the exact integer p[g] of §4.
+// A CTA tile is 128 x NH weight rows (output columns n) by 128 activation rows (m) of y^T: the
+// weight rows are wgmma's M side (A from registers: the 4-bit weights are expanded to e4m3 in
+// registers, so they stay 4-bit in memory and in shared memory) and the activation rows wgmma's N
+// side (B, e4m3 codes in shared memory). int4 values are exact in e4m3 and every product and
+// group sum (|p| <= 7680) is exact in the float32 accumulators, so each group's wgmma result is
+// the exact integer p[g] of §4. NH = 2 (256 weight rows, v6) reads the code tile once for twice
+// the weight rows: 4.4 KB of L2 -> shared traffic per MFLOP instead of 6.5 (the loads alone were
+// the largest cost of the 128-row tile, docs/perf-notes.md v2-v5); NH = 1 keeps more CTAs busy
+// when there are few tiles (small M).
 //
-// Warp roles: warps 0-7 are two consumer warpgroups (64 weight rows each); warps 8-11 are the
-// producer warpgroup, which fills a ring of shared-memory stages with, per group, the activation
-// code tile (8 KB), the weight tile (4 KB) and the scale vectors, completing on "full" mbarriers;
-// every consumer thread releases a stage on its "empty" mbarrier. Feeds (GemmFeed; the default is
-// the fastest measured, docs/perf-notes.md v4): 1-D bulk copies issued by one producer thread;
-// the same in clusters of two CTAs, neighbours in n with the same activation rows, each loading
-// one k-half of their common code tile and multicasting it to both (a stage is then refilled
-// only once the consumers of both CTAs released it: one remote arrive per consumer warp); or
-// 16-byte cp.async by all 128 producer threads.
-// Per group each consumer runs two wgmma k32 steps into a partial-sum buffer and then folds it
-// into its accumulator with the two-sided scale: §4.1 (float32, fma) or §4.2 (T, one T_fma per
-// group in group order via __hfma2, bitwise the CPU `half` mode). Two partial-sum buffers let
-// group g + 1's wgmma run while group g is folded.
+// Persistent: min(tiles, SMs) CTAs walk the tiles (n fastest, so the CTAs in flight share their
+// code tiles in L2); the producer runs ahead into the next tile while the consumers finish the
+// epilogue of the current one, so the pipeline never drains between tiles.
+//
+// Warp roles: warps 0-7 are two consumer warpgroups (64 NH weight rows each, as NH m64 blocks);
+// warps 8-11 are the producer warpgroup, whose first thread fills a ring of shared-memory stages
+// with 1-D bulk copies (per group: the code tile 8 KB, NH weight tiles of 4 KB, the scale
+// vectors), completing on "full" mbarriers; every consumer thread releases a stage on its "empty"
+// mbarrier (CUTLASS's consumer release; a per-warp release measured no faster, v4).
+// Per m64 block and group a consumer runs two wgmma k32 steps into a partial-sum buffer and folds
+// it into its accumulator with the scales: §4.1 (float32, fma), §4.2 (T, one T_fma per group in
+// group order via __hfma2, bitwise the CPU `half` mode) or §5. With NH = 1, two partial-sum
+// buffers let the next group's wgmma run while a group is folded; the accumulators of NH = 2
+// leave room for one buffer only, and the other consumer warpgroup's wgmma fills the tensor cores
+// while one folds.
 // Epilogue: ·alpha, ·wcscales + bias (two float32 operations, §4.3), + lora_act · proj_upᵀ
-// (bf16 wgmma of split operands, see consume()), rounded to T and stored with bounds checks.
+// (bf16 wgmma of split operands, see consume()), rounded to T, staged transposed in shared memory
+// and stored with bounds checks.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -39,23 +46,38 @@ namespace {
 
 using namespace sm90;
 
-constexpr int kStages = 12;  // 12 x 13 KB: deeper than needed (5 -> 12 gained 2%, docs/perf-notes.md v3)
 constexpr int kConsumerWarps = 8;
 constexpr int kConsumerThreads = kConsumerWarps * 32;
 constexpr int kProducerThreads = 128;  // one producer warpgroup (setmaxnreg needs whole warpgroups)
 constexpr int kThreads = kConsumerThreads + kProducerThreads;
+constexpr size_t kSmemLimit = 232448;  // sharedMemPerBlockOptin of sm_90 (227 KB)
 
+// One stage: what the CTA needs for one group of 64 along K.
+template <int NH>
 struct __align__(128) Stage {
-  uint8_t codes[kCodeTileBytes];      // activation codes, wgmma no-swizzle K-major layout
-  uint8_t weights[kWeightTileBytes];  // weight fragments [wg][tid][16 bytes]
-  uint32_t ascale[kTileM];            // float32 (fp32 mode) or T in the low half of the array
-  uint32_t wscale[kTileN];
+  uint8_t codes[kCodeTileBytes];          // activation codes, wgmma no-swizzle K-major layout
+  uint8_t weights[NH][kWeightTileBytes];  // NH weight tiles' fragments [half][tid][16 bytes]
+  uint32_t ascale[kTileM];                // float32 (fp32 mode) or T in the low half of the array
+  uint32_t wscale[NH][kTileN];            // likewise, per weight tile
 };
-static_assert(sizeof(Stage) % 128 == 0);
-constexpr size_t kSmemBytes = kStages * sizeof(Stage) + 2 * kStages * sizeof(uint64_t);
-static_assert(2 * kTileM * kMaxRank * 2 <= kStages * sizeof(Stage));  // lora_act hi + lo, bf16
-constexpr int kOutStride = kTileN + 8;  // T elements per staged output row
-static_assert(kTileM * kOutStride * 2 <= kStages * sizeof(Stage));
+
+// Shared memory: the stages, then the epilogue area (low-rank operands, then the staged outputs),
+// then the barriers. The stages get what the epilogue area leaves: 9 for NH = 2, 12 for NH = 1
+// (v3: 5 -> 12 stages gained 2 %, so 9 is not short).
+template <int NH>
+struct Config {
+  static constexpr int kRows = NH * kTileN;     // weight rows (output columns) per CTA tile
+  static constexpr int kOutStride = kRows + 8;  // T elements per staged output row
+  static constexpr size_t kLoraBytes = size_t(2) * kTileM * kMaxRank * 2;  // l_hi + l_lo, bf16
+  static constexpr size_t kOutBytes = size_t(kTileM) * kOutStride * 2;
+  static constexpr size_t kEpiBytes = kLoraBytes > kOutBytes ? kLoraBytes : kOutBytes;
+  static constexpr int kStages = int((kSmemLimit - kEpiBytes - 1024) / sizeof(Stage<NH>));
+  static constexpr size_t kSmemBytes = kStages * sizeof(Stage<NH>) + kEpiBytes + 2 * kStages * sizeof(uint64_t);
+  static_assert(sizeof(Stage<NH>) % 128 == 0 && kEpiBytes % 128 == 0 && kSmemBytes <= kSmemLimit);
+};
+
+// A compile-time index passed to a generic lambda (accumulator arrays are indexed by constants only).
+template <int I> struct Int { static constexpr int value = I; };
 
 template <bool BF16> struct Half;
 template <> struct Half<true> {
@@ -85,44 +107,38 @@ __device__ __forceinline__ uint32_t int4x4_to_e4m3(uint32_t w) {
   return __byte_perm(pos, neg, 0x3210u | ((w >> 1) & 0x4444u));     // sign bit picks neg
 }
 
-// Consumer warpgroups: per group two wgmma k32 steps into a partial-sum buffer, then the fold of
-// the exact group sums into the accumulator; finally the epilogue.
+
+// Consumer warpgroups: the main loop over the tiles of this CTA, each with its epilogue.
 // SKIP (profiling only, cuda_bench's breakdown; results are wrong): bit 0 leaves out the fold,
 // bit 1 the wgmma. Real calls use SKIP = 0: no instruction but a wgmma then writes the partial-sum
 // registers, so ptxas keeps the wgmmas asynchronous (with the profiling branches in the same
 // kernel it serialized them, warning C7515).
-template <bool BF16, GemmMode MODE, int SKIP, GemmFeed FEED>
-__device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint64_t* full, uint64_t* empty,
-                                        uint32_t rank, uint8_t* smem) {
+template <bool BF16, GemmMode MODE, int SKIP, int NH>
+__device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, uint64_t* full, uint64_t* empty,
+                                        uint8_t* epi, int64_t n_tiles, int64_t total) {
   using H = Half<BF16>;
+  using C = Config<NH>;
+  using St = Stage<NH>;
+  constexpr int S = C::kStages;
   constexpr bool HALF_ACC = MODE == GemmMode::HALF;
   constexpr bool FP8 = MODE == GemmMode::FP8;
-  constexpr int CLUSTER = FEED == GemmFeed::BULK_CLUSTER2 ? 2 : 1;
-  const int64_t nt = blockIdx.x, mt = blockIdx.y;
+  constexpr int NP = NH == 1 ? 2 : 1;  // partial-sum buffers (registers permitting)
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wg = warp / 4, tid = threadIdx.x % 128, wq = warp % 4;
   const int t = lane % 4;
-  const int row0 = wg * 64 + wq * 16 + lane / 4;  // local weight rows row0 and row0 + 8
+  const int rw = wq * 16 + lane / 4;  // this thread's rows rw and rw + 8 of each m64 block
 
-  float acc[HALF_ACC ? 1 : 64];
-  typename H::T2 hacc[HALF_ACC ? 32 : 1];
-  if constexpr (HALF_ACC) {
-#pragma unroll
-    for (int i = 0; i < 32; ++i) hacc[i] = H::zero2();
-  } else {
-#pragma unroll
-    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
-  }
+  float acc[HALF_ACC ? 1 : NH][64] = {};
+  typename H::T2 hacc[HALF_ACC ? NH : 1][32] = {};
+  float part0[64], part1[NP == 2 ? 64 : 1];
 
-  // Issues group g's two wgmma k32 steps into `part` (asynchronous; committed as one group).
-  auto issue = [&](float(&part)[64], int64_t g) {
-    const int s = int(g % kStages);
-    mbar_wait(&full[s], uint32_t((g / kStages) & 1));
-    // cp.async wrote the stage through the generic proxy; the wgmma reads it through the async one.
-    if constexpr (FEED == GemmFeed::CP_ASYNC) fence_proxy_async();
-    const Stage& st = stages[s];
-    const uint4 wv = *reinterpret_cast<const uint4*>(st.weights + (wg * 128 + tid) * 16);
+  // m64 block b = NH * wg + h of the CTA tile is fragment half b % 2 of weight tile b / 2.
+  // Issues the two wgmma k32 steps of block h of this warpgroup on a stage (one commit group).
+  auto issue = [&](float(&part)[64], const St& st, auto hc) {
+    constexpr int h = decltype(hc)::value;
+    const int b = NH * wg + h;
+    const uint4 wv = *reinterpret_cast<const uint4*>(st.weights[b / 2] + ((b % 2) * 128 + tid) * 16);
     const uint32_t a0[4] = {int4x4_to_e4m3(wv.x), int4x4_to_e4m3(wv.x >> 16), int4x4_to_e4m3(wv.y),
                             int4x4_to_e4m3(wv.y >> 16)};
     const uint32_t a1[4] = {int4x4_to_e4m3(wv.z), int4x4_to_e4m3(wv.z >> 16), int4x4_to_e4m3(wv.w),
@@ -136,101 +152,138 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
     }
     wgmma_commit();
   };
-  // Folds group g's exact sums (wgmma complete) into the accumulator and releases the stage.
-  // part[4j + e]: weight row row0 + 8 (e / 2), activation row 8 j + 2 t + e % 2 of the tile.
-  auto fold = [&](float(&part)[64], int64_t g) {
+  // Folds block h's exact group sums (wgmma complete) into its accumulator.
+  // part[4j + e]: weight row rw + 8 (e / 2) of the block, activation row 8 j + 2 t + e % 2.
+  auto fold = [&](float(&part)[64], const St& st, auto hc) {
+    constexpr int h = decltype(hc)::value;
     fence_regs(part);
-    const int s = int(g % kStages);
-    const Stage& st = stages[s];
+    [[maybe_unused]] const int b = NH * wg + h, r0 = (b % 2) * 64 + rw;  // row in weight tile b / 2
     if constexpr (SKIP & 1) {
-      if constexpr (HALF_ACC) hacc[0] = __hadd2(hacc[0], H::pack(part[0], part[63]));
-      else acc[0] += part[0] + part[63];
+      if constexpr (HALF_ACC) hacc[h][0] = __hadd2(hacc[h][0], H::pack(part[0], part[63]));
+      else acc[h][0] += part[0] + part[63];
     } else if constexpr (HALF_ACC) {
       // §4.2: acc = T_fma(T(p), T(s_a * s_w), acc). The product of two T values rounded once to
       // T is exactly T(f32(s_a) * f32(s_w)) (the float32 product is exact), so __hmul2 computes it.
-      const uint16_t* ws = reinterpret_cast<const uint16_t*>(st.wscale);
-      const typename H::T2 sw0 = H::bcast(ws[row0]), sw1 = H::bcast(ws[row0 + 8]);
+      const uint16_t* ws = reinterpret_cast<const uint16_t*>(st.wscale[b / 2]);
+      const typename H::T2 sw0 = H::bcast(ws[r0]), sw1 = H::bcast(ws[r0 + 8]);
       const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(st.ascale);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         const typename H::T2 a = sa[4 * j + t];
-        hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(a, sw0), hacc[2 * j]);
-        hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(a, sw1), hacc[2 * j + 1]);
+        hacc[h][2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(a, sw0), hacc[h][2 * j]);
+        hacc[h][2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(a, sw1), hacc[h][2 * j + 1]);
       }
     } else if constexpr (FP8) {
       // §5, one-sided: acc += p * s_w (fused: allowed, wider accumulation).
-      const float* ws = reinterpret_cast<const float*>(st.wscale);
-      const float sw0 = ws[row0], sw1 = ws[row0 + 8];
+      const float* ws = reinterpret_cast<const float*>(st.wscale[b / 2]);
+      const float sw0 = ws[r0], sw1 = ws[r0 + 8];
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        acc[4 * j + 0] = fmaf(part[4 * j + 0], sw0, acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(part[4 * j + 1], sw0, acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(part[4 * j + 2], sw1, acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(part[4 * j + 3], sw1, acc[4 * j + 3]);
+        acc[h][4 * j + 0] = fmaf(part[4 * j + 0], sw0, acc[h][4 * j + 0]);
+        acc[h][4 * j + 1] = fmaf(part[4 * j + 1], sw0, acc[h][4 * j + 1]);
+        acc[h][4 * j + 2] = fmaf(part[4 * j + 2], sw1, acc[h][4 * j + 2]);
+        acc[h][4 * j + 3] = fmaf(part[4 * j + 3], sw1, acc[h][4 * j + 3]);
       }
     } else {
       // §4.1 with p * (s_a * s_w) + acc fused (allowed: wider accumulation).
-      const float* ws = reinterpret_cast<const float*>(st.wscale);
-      const float sw0 = ws[row0], sw1 = ws[row0 + 8];
+      const float* ws = reinterpret_cast<const float*>(st.wscale[b / 2]);
+      const float sw0 = ws[r0], sw1 = ws[r0 + 8];
       const float2* sa = reinterpret_cast<const float2*>(st.ascale);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         const float2 a = sa[4 * j + t];
-        acc[4 * j + 0] = fmaf(part[4 * j + 0], __fmul_rn(a.x, sw0), acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(part[4 * j + 1], __fmul_rn(a.y, sw0), acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(part[4 * j + 2], __fmul_rn(a.x, sw1), acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(part[4 * j + 3], __fmul_rn(a.y, sw1), acc[4 * j + 3]);
+        acc[h][4 * j + 0] = fmaf(part[4 * j + 0], __fmul_rn(a.x, sw0), acc[h][4 * j + 0]);
+        acc[h][4 * j + 1] = fmaf(part[4 * j + 1], __fmul_rn(a.y, sw0), acc[h][4 * j + 1]);
+        acc[h][4 * j + 2] = fmaf(part[4 * j + 2], __fmul_rn(a.x, sw1), acc[h][4 * j + 2]);
+        acc[h][4 * j + 3] = fmaf(part[4 * j + 3], __fmul_rn(a.y, sw1), acc[h][4 * j + 3]);
       }
-    }
-    // Every consumer thread arrives (one arrive per warp after __syncwarp measured no faster, v4,
-    // and compute-sanitizer racecheck does not follow that ordering).
-    mbar_arrive(&empty[s]);
-    // The peer multicasts into this stage too: it is told once per warp.
-    if constexpr (CLUSTER > 1) {
-      __syncwarp();
-      mbar_arrive_cluster(&empty[s], rank ^ 1u, lane == 0);
     }
   };
 
-  // Two partial-sum buffers: group g + 1's wgmma runs on the tensor cores while group g is
-  // folded on the CUDA cores.
-  float part0[64], part1[64];
-  issue(part0, 0);
-  int64_t g = 0;
-  for (; g + 2 < G; g += 2) {  // on entry group g is in flight in part0
-    issue(part1, g + 1);
-    wgmma_wait<1>();
-    fold(part0, g);
-    issue(part0, g + 2);
-    wgmma_wait<1>();
-    fold(part1, g + 1);
-  }
-  if (g + 1 < G) {
-    issue(part1, g + 1);
-    wgmma_wait<1>();
-    fold(part0, g);
-    wgmma_wait<0>();
-    fold(part1, g + 1);
-  } else {
-    wgmma_wait<0>();
-    fold(part0, g);
-  }
+  uint32_t it0 = 0;  // stage-ring position of this tile's group 0 (the producer counts the same way)
+  for (int64_t tile = blockIdx.x; tile < total; tile += gridDim.x, it0 += uint32_t(G)) {
+    const int64_t ct = tile % n_tiles, mt = tile / n_tiles;
+    if constexpr (HALF_ACC) {
+#pragma unroll
+      for (int h = 0; h < NH; ++h)
+#pragma unroll
+        for (int i = 0; i < 32; ++i) hacc[h][i] = H::zero2();
+    } else {
+#pragma unroll
+      for (int h = 0; h < NH; ++h)
+#pragma unroll
+        for (int i = 0; i < 64; ++i) acc[h][i] = 0.0f;
+    }
+    // Stage of group g: waiting for it to be full, and releasing it (every consumer thread).
+    auto acquire = [&](int64_t g) -> const St& {
+      const uint32_t it = it0 + uint32_t(g);
+      mbar_wait(&full[it % S], (it / S) & 1);
+      return stages[it % S];
+    };
+    auto release = [&](int64_t g) { mbar_arrive(&empty[(it0 + uint32_t(g)) % S]); };
 
-  // Epilogue. part[] := u = lora_act · proj_upᵀ on the tensor cores (v5; on the CUDA cores it
-  // cost ~20% of the GEMM): bf16 wgmma m64n128k16, A = proj_up rows from registers, B = lora_act
-  // from shared memory split into bf16 hi + lo (l = hi + lo to ~2^-17 relative), products exact
-  // in float32. proj_up is exactly bf16 for bf16 layers; for fp16 layers it is split the same
-  // way (exactly: an fp16 value is the sum of two bf16 values) and up_lo · l_lo (~2^-17) dropped.
-  // Ranks are padded with zeros to Rk, a multiple of 16 (at least 16, so that even R = 0 writes
-  // part[] through a wgmma only: any other write inside the pipeline serializes it, C7515).
-  float (&part)[64] = part0;
-  const int64_t n0 = nt * kTileN + row0, n1 = n0 + 8;  // < Npad: proj_up, wcscales, bias are padded
-  {
+    if constexpr (NP == 1) {
+      // NH = 2: per group, block 0 then block 1 through one buffer (two buffers spilled the
+      // packed-T accumulators of HALF mode, and the spills serialized the wgmmas, C7514).
+      for (int64_t g = 0; g < G; ++g) {
+        const St& st = acquire(g);
+        issue(part0, st, Int<0>{});
+        wgmma_wait<0>();
+        fold(part0, st, Int<0>{});
+        issue(part0, st, Int<1>{});
+        wgmma_wait<0>();
+        fold(part0, st, Int<1>{});
+        release(g);
+      }
+    } else {
+      // NH = 1: even groups in part0, odd groups in part1; group g + 1's wgmma runs while group g
+      // is folded.
+      const St* s0 = &acquire(0);
+      issue(part0, *s0, Int<0>{});
+      int64_t g = 0;
+      for (; g + 2 < G; g += 2) {  // on entry group g is in flight in part0
+        const St* s1 = &acquire(g + 1);
+        issue(part1, *s1, Int<0>{});
+        wgmma_wait<1>();
+        fold(part0, *s0, Int<0>{});
+        release(g);
+        s0 = &acquire(g + 2);
+        issue(part0, *s0, Int<0>{});
+        wgmma_wait<1>();
+        fold(part1, *s1, Int<0>{});
+        release(g + 1);
+      }
+      if (g + 1 < G) {
+        const St* s1 = &acquire(g + 1);
+        issue(part1, *s1, Int<0>{});
+        wgmma_wait<1>();
+        fold(part0, *s0, Int<0>{});
+        release(g);
+        wgmma_wait<0>();
+        fold(part1, *s1, Int<0>{});
+        release(g + 1);
+      } else {
+        wgmma_wait<0>();
+        fold(part0, *s0, Int<0>{});
+        release(g);
+      }
+    }
+
+    // Epilogue. part0 := u = lora_act · proj_upᵀ on the tensor cores (v5; on the CUDA cores it
+    // cost ~20% of the GEMM), one m64 block at a time: bf16 wgmma m64n128k16, A = proj_up rows
+    // from registers, B = lora_act from shared memory split into bf16 hi + lo (l = hi + lo to
+    // ~2^-17 relative), products exact in float32. proj_up is exactly bf16 for bf16 layers; for
+    // fp16 layers it is split the same way (exactly: an fp16 value is the sum of two bf16 values)
+    // and up_lo · l_lo (~2^-17) dropped. Ranks are padded with zeros to Rk, a multiple of 16 (at
+    // least 16, so that even R = 0 writes part0 through a wgmma only: any other write inside the
+    // pipeline serializes it, C7515). The final values (before rounding to T) replace the
+    // accumulators, which are then staged transposed in the same shared-memory area.
+    const int64_t n_cta = ct * C::kRows;  // first output column of the tile (< Npad: padded vectors)
     const int Rpad = p.Rpad, Rk = Rpad <= 16 ? 16 : (Rpad + 15) / 16 * 16;
     // l_hi then l_lo, each [Rk / 8][128 m][8 r] bf16 (wgmma's K-major no-swizzle core matrices).
-    uint8_t* lhi = smem;
-    uint8_t* llo = smem + kTileM * Rk * 2;
-    named_barrier(1, kConsumerThreads);  // all stages consumed by both consumer warpgroups
+    uint8_t* lhi = epi;
+    uint8_t* llo = epi + kTileM * Rk * 2;
+    named_barrier(1, kConsumerThreads);  // the previous tile's stores have read the staged outputs
     const int q4 = Rk / 4;               // 4-rank pieces per row
     for (int i = threadIdx.x; i < kTileM * q4; i += kConsumerThreads) {
       const int m = i / q4, r = (i % q4) * 4;
@@ -240,9 +293,9 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
       uint16_t hi[4], lo[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const __nv_bfloat16 h = __float2bfloat16_rn(f[e]);
-        hi[e] = __bfloat16_as_ushort(h);
-        lo[e] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(f[e], __bfloat162float(h))));
+        const __nv_bfloat16 hb = __float2bfloat16_rn(f[e]);
+        hi[e] = __bfloat16_as_ushort(hb);
+        lo[e] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(f[e], __bfloat162float(hb))));
       }
       const int off = (r / 8) * (kTileM * 16) + (m / 8) * 128 + (m % 8) * 16 + (r % 8) * 2;
       *reinterpret_cast<uint2*>(lhi + off) = make_uint2(hi[0] | uint32_t(hi[1]) << 16, hi[2] | uint32_t(hi[3]) << 16);
@@ -250,212 +303,211 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
     }
     fence_proxy_async();  // generic-proxy stores, read next by the wgmma (async proxy)
     named_barrier(1, kConsumerThreads);
-    // A fragments (mma.m16n8k16 order per warp): a0 (row0, k 2t, 2t+1), a1 (row0 + 8, same k),
-    // a2 (row0, k 2t+8, 2t+9), a3 (row0 + 8, k 2t+8, 2t+9).
+    // A fragments (mma.m16n8k16 order per warp): a0 (row rw, k 2t, 2t+1), a1 (row rw + 8, same k),
+    // a2 (row rw, k 2t+8, 2t+9), a3 (row rw + 8, k 2t+8, 2t+9).
     auto up_pair = [&](int64_t n, int k, bool low) -> uint32_t {
       uint32_t bits[2];
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const float u = k + e < Rpad ? __ldg(&p.proj_up[n * Rpad + k + e]) : 0.0f;
-        const __nv_bfloat16 h = __float2bfloat16_rn(u);
-        bits[e] = __bfloat16_as_ushort(low ? __float2bfloat16_rn(__fsub_rn(u, __bfloat162float(h))) : h);
+        const __nv_bfloat16 hb = __float2bfloat16_rn(u);
+        bits[e] = __bfloat16_as_ushort(low ? __float2bfloat16_rn(__fsub_rn(u, __bfloat162float(hb))) : hb);
       }
       return bits[0] | bits[1] << 16;
     };
-    // One k16 step at a time, completed before the next step's A registers are computed: the
-    // wgmma reads its register operand asynchronously (v5's first form, with all steps in flight,
-    // gave wrong results in some instantiations).
-    for (int kk = 0; kk < Rk / 16; ++kk) {
-      const int k0 = 16 * kk + 2 * t;
-      const uint32_t ahi[4] = {up_pair(n0, k0, false), up_pair(n1, k0, false), up_pair(n0, k0 + 8, false),
-                               up_pair(n1, k0 + 8, false)};
-      uint32_t alo[4] = {0u, 0u, 0u, 0u};
-      if constexpr (!BF16) {
-        alo[0] = up_pair(n0, k0, true);
-        alo[1] = up_pair(n1, k0, true);
-        alo[2] = up_pair(n0, k0 + 8, true);
-        alo[3] = up_pair(n1, k0 + 8, true);
+    auto finish = [&](auto hc) {
+      constexpr int h = decltype(hc)::value;
+      const int64_t n0 = n_cta + 64 * (NH * wg + h) + rw, n1 = n0 + 8;
+      // One k16 step at a time, completed before the next step's A registers are computed: the
+      // wgmma reads its register operand asynchronously (v5's first form, with all steps in
+      // flight, gave wrong results in some instantiations).
+      for (int kk = 0; kk < Rk / 16; ++kk) {
+        const int k0 = 16 * kk + 2 * t;
+        const uint32_t ahi[4] = {up_pair(n0, k0, false), up_pair(n1, k0, false), up_pair(n0, k0 + 8, false),
+                                 up_pair(n1, k0 + 8, false)};
+        [[maybe_unused]] uint32_t alo[4] = {0u, 0u, 0u, 0u};
+        if constexpr (!BF16) {
+          alo[0] = up_pair(n0, k0, true);
+          alo[1] = up_pair(n1, k0, true);
+          alo[2] = up_pair(n0, k0 + 8, true);
+          alo[3] = up_pair(n1, k0 + 8, true);
+        }
+        const uint64_t dhi = smem_desc(lhi + kk * 2 * (kTileM * 16), kTileM * 16, 128);
+        const uint64_t dlo = smem_desc(llo + kk * 2 * (kTileM * 16), kTileM * 16, 128);
+        wgmma_fence();
+        wgmma_m64n128k16_bf16_rs(part0, ahi, dhi, kk > 0 ? 1u : 0u);
+        wgmma_m64n128k16_bf16_rs(part0, ahi, dlo, 1u);
+        if constexpr (!BF16) wgmma_m64n128k16_bf16_rs(part0, alo, dhi, 1u);
+        wgmma_commit();
+        wgmma_wait<0>();
+        fence_regs(part0);
       }
-      const uint64_t dhi = smem_desc(lhi + kk * 2 * (kTileM * 16), kTileM * 16, 128);
-      const uint64_t dlo = smem_desc(llo + kk * 2 * (kTileM * 16), kTileM * 16, 128);
-      wgmma_fence();
-      wgmma_m64n128k16_bf16_rs(part, ahi, dhi, kk > 0 ? 1u : 0u);
-      wgmma_m64n128k16_bf16_rs(part, ahi, dlo, 1u);
-      if constexpr (!BF16) wgmma_m64n128k16_bf16_rs(part, alo, dhi, 1u);
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_regs(part);
-    }
-    fence_regs(part);
-  }
+      fence_regs(part0);
+      const float wc0 = p.wcscales[n0], wc1 = p.wcscales[n1];
+      const float b0 = p.bias[n0], b1 = p.bias[n1];
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        float2 rs = make_float2(1.0f, 1.0f);
+        if constexpr (FP8) rs = __ldg(reinterpret_cast<const float2*>(p.row_scale + mt * kTileM + 8 * j + 2 * t));
+        float v[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if constexpr (HALF_ACC) {
+            const float2 hv = H::unpack(hacc[h][2 * j + e / 2]);
+            v[e] = (e % 2) ? hv.y : hv.x;
+          } else {
+            v[e] = acc[h][4 * j + e];
+          }
+          if constexpr (FP8) v[e] = __fmul_rn(v[e], (e % 2) ? rs.y : rs.x);  // §5: (acc * s_row) * alpha
+          v[e] = __fmul_rn(v[e], p.alpha);
+          v[e] = __fadd_rn(__fmul_rn(v[e], e < 2 ? wc0 : wc1), e < 2 ? b0 : b1);
+          v[e] = __fadd_rn(v[e], part0[4 * j + e]);
+        }
+        if constexpr (HALF_ACC) {
+          hacc[h][2 * j] = H::pack(v[0], v[1]);  // the output values, rounded to T
+          hacc[h][2 * j + 1] = H::pack(v[2], v[3]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[h][4 * j + e] = v[e];
+        }
+      }
+    };
+    finish(Int<0>{});
+    if constexpr (NH == 2) finish(Int<1>{});
 
-  const float wc0 = p.wcscales[n0], wc1 = p.wcscales[n1];
-  const float b0 = p.bias[n0], b1 = p.bias[n1];
-  // Final values, staged transposed in shared memory ([m][n]) for row-contiguous stores of y.
-  uint16_t* out = reinterpret_cast<uint16_t*>(smem);
-  named_barrier(1, kConsumerThreads);  // the low-rank staging area is no longer read
+    // Staged transposed ([m][n]) for row-contiguous stores of y.
+    uint16_t* out = reinterpret_cast<uint16_t*>(epi);
+    named_barrier(1, kConsumerThreads);  // every warpgroup's low-rank wgmmas have read lhi / llo
+    auto stage_out = [&](auto hc) {
+      constexpr int h = decltype(hc)::value;
+      const int c0 = 64 * (NH * wg + h) + rw;
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
-    float2 rs = make_float2(1.0f, 1.0f);
-    if constexpr (FP8) rs = __ldg(reinterpret_cast<const float2*>(p.row_scale + mt * kTileM + 8 * j + 2 * t));
+      for (int j = 0; j < 16; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      float v;
-      if constexpr (HALF_ACC) {
-        const float2 h = H::unpack(hacc[2 * j + e / 2]);
-        v = (e % 2) ? h.y : h.x;
-      } else {
-        v = acc[4 * j + e];
+        for (int e = 0; e < 4; ++e) {
+          uint16_t bits;
+          if constexpr (HALF_ACC) {
+            const uint32_t w2 = reinterpret_cast<const uint32_t&>(hacc[h][2 * j + e / 2]);
+            bits = uint16_t((e % 2) ? w2 >> 16 : w2 & 0xFFFFu);
+          } else {
+            bits = H::from_f32(acc[h][4 * j + e]);
+          }
+          out[(8 * j + 2 * t + (e % 2)) * C::kOutStride + c0 + 8 * (e / 2)] = bits;
+        }
+    };
+    stage_out(Int<0>{});
+    if constexpr (NH == 2) stage_out(Int<1>{});
+    named_barrier(1, kConsumerThreads);
+    const int64_t m_base = mt * kTileM;
+    const int rows = p.M - m_base < kTileM ? int(p.M - m_base) : kTileM;
+    const int cols = p.N - n_cta < C::kRows ? int(p.N - n_cta) : C::kRows;
+    if (cols == C::kRows && p.N % 8 == 0) {
+      constexpr int kVecs = C::kRows / 8;  // 16-byte stores per output row
+      for (int i = threadIdx.x; i < rows * kVecs; i += kConsumerThreads) {
+        const int r = i / kVecs, c = (i % kVecs) * 8;
+        *reinterpret_cast<uint4*>(p.y + (m_base + r) * p.N + n_cta + c) =
+            *reinterpret_cast<const uint4*>(out + r * C::kOutStride + c);
       }
-      if constexpr (FP8) v = __fmul_rn(v, (e % 2) ? rs.y : rs.x);  // §5: (acc * s_row) * alpha
-      v = __fmul_rn(v, p.alpha);
-      v = __fadd_rn(__fmul_rn(v, e < 2 ? wc0 : wc1), e < 2 ? b0 : b1);
-      v = __fadd_rn(v, part[4 * j + e]);
-      out[(8 * j + 2 * t + (e % 2)) * kOutStride + row0 + 8 * (e / 2)] = H::from_f32(v);
-    }
-  }
-  named_barrier(1, kConsumerThreads);
-  const int64_t m_base = mt * kTileM, n_base = nt * kTileN;
-  const int rows = p.M - m_base < kTileM ? int(p.M - m_base) : kTileM;
-  const int cols = p.N - n_base < kTileN ? int(p.N - n_base) : kTileN;  // <= 0 for a cluster's padding CTA
-  if (cols == kTileN && p.N % 8 == 0) {
-    // 16-byte stores: 16 per output row.
-    for (int i = threadIdx.x; i < rows * 16; i += kConsumerThreads) {
-      const int r = i / 16, c = (i % 16) * 8;
-      *reinterpret_cast<uint4*>(p.y + (m_base + r) * p.N + n_base + c) =
-          *reinterpret_cast<const uint4*>(out + r * kOutStride + c);
-    }
-  } else if (cols > 0) {
-    for (int i = threadIdx.x; i < rows * kTileN; i += kConsumerThreads) {
-      const int r = i / kTileN, c = i % kTileN;
-      if (c < cols) p.y[(m_base + r) * p.N + n_base + c] = out[r * kOutStride + c];
+    } else {
+      for (int i = threadIdx.x; i < rows * C::kRows; i += kConsumerThreads) {
+        const int r = i / C::kRows, c = i % C::kRows;
+        if (c < cols) p.y[(m_base + r) * p.N + n_cta + c] = out[r * C::kOutStride + c];
+      }
     }
   }
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, GemmFeed FEED>
-__global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams p) {
-  constexpr int CLUSTER = FEED == GemmFeed::BULK_CLUSTER2 ? 2 : 1;
+template <bool BF16, GemmMode MODE, int SKIP, int NH>
+__global__ void __launch_bounds__(kThreads, 1)
+    w4a4_gemm_kernel(const GemmParams p, const int64_t n_tiles, const int64_t total) {
+  using C = Config<NH>;
+  constexpr int S = C::kStages;
   extern __shared__ __align__(128) uint8_t smem[];
-  Stage* stages = reinterpret_cast<Stage*>(smem);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * sizeof(Stage));
-  uint64_t* empty = full + kStages;
+  Stage<NH>* stages = reinterpret_cast<Stage<NH>*>(smem);
+  uint8_t* epi = smem + S * sizeof(Stage<NH>);
+  uint64_t* full = reinterpret_cast<uint64_t*>(epi + C::kEpiBytes);
+  uint64_t* empty = full + S;
 
-  const int64_t nt = blockIdx.x, mt = blockIdx.y;
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   constexpr bool FP8 = MODE == GemmMode::FP8;
   constexpr uint32_t kScaleBytes = MODE == GemmMode::HALF ? 2 * kTileM : 4 * kTileM;  // one scale vector
   constexpr uint32_t kAScaleBytes = FP8 ? 0 : kScaleBytes;  // FP8: row scales in the epilogue instead
-  constexpr uint32_t kStageTxBytes = kCodeTileBytes + kWeightTileBytes + kAScaleBytes + kScaleBytes;
-  constexpr uint32_t kCodeSlice = kCodeTileBytes / CLUSTER;  // bytes of the code tile this CTA loads
+  constexpr uint32_t kStageTxBytes = kCodeTileBytes + NH * (kWeightTileBytes + kScaleBytes) + kAScaleBytes;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      // Bulk copies: the producer's arrive_expect_tx; cp.async: one arrive per producer thread.
-      mbar_init(&full[s], FEED == GemmFeed::CP_ASYNC ? kProducerThreads : 1);
-      // Every local consumer thread, plus one arrive per consumer warp of the peer CTA.
-      mbar_init(&empty[s], kConsumerThreads + (CLUSTER - 1) * kConsumerWarps);
+    for (int s = 0; s < S; ++s) {
+      mbar_init(&full[s], 1);                  // the producer's arrive_expect_tx
+      mbar_init(&empty[s], kConsumerThreads);  // every consumer thread
     }
     mbar_init_fence();
   }
   __syncthreads();
-  const uint32_t rank = CLUSTER > 1 ? cluster_ctarank() : 0;
-  if constexpr (CLUSTER > 1) cluster_sync();  // the peer's barriers exist before anything is multicast
 
   if (warp >= kConsumerWarps) {
-    // Producer warpgroup: gives registers away, then feeds the stages.
+    // Producer warpgroup: gives registers away; its first thread feeds the stages, running ahead
+    // across tile boundaries.
     setmaxnreg_dec<40>();
-    const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
-    const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
-    if constexpr (FEED == GemmFeed::CP_ASYNC) {
-      // All 128 threads, 16-byte cp.async each (codes 4, weights 2, scales <= 1 per thread and
-      // group), completing on the full barrier through cp.async.mbarrier.arrive.
-      const int pt = threadIdx.x - kConsumerThreads;
-      constexpr int kScaleChunks = int(kScaleBytes / 16);  // 16-byte pieces of one scale vector
-      for (int64_t g = 0; g < G; ++g) {
-        const int s = int(g % kStages);
-        if (g >= kStages) mbar_wait(&empty[s], uint32_t((g / kStages - 1) & 1));
-        Stage& st = stages[s];
-        const uint8_t* codes = p.codes + (mt * G + g) * kCodeTileBytes;
-        const uint8_t* wts = p.wfrag + (nt * G + g) * kWeightTileBytes;
+    if (warp == kConsumerWarps && lane == 0) {
+      const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
+      const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
+      uint32_t it = 0;
+      for (int64_t tile = blockIdx.x; tile < total; tile += gridDim.x) {
+        const int64_t ct = tile % n_tiles, mt = tile / n_tiles;
+        for (int64_t g = 0; g < G; ++g, ++it) {
+          const int s = int(it % S);
+          if (it >= uint32_t(S)) mbar_wait(&empty[s], (it / S - 1) & 1);
+          Stage<NH>& st = stages[s];
+          mbar_arrive_expect_tx(&full[s], kStageTxBytes);
+          bulk_copy_g2s(st.codes, p.codes + (mt * G + g) * kCodeTileBytes, kCodeTileBytes, &full[s]);
 #pragma unroll
-        for (int i = 0; i < kCodeTileBytes / 16 / kProducerThreads; ++i) {
-          const int o = (i * kProducerThreads + pt) * 16;
-          cp_async_16(st.codes + o, codes + o);
+          for (int j = 0; j < NH; ++j) {
+            const int64_t nt = NH * ct + j;
+            bulk_copy_g2s(st.weights[j], p.wfrag + (nt * G + g) * kWeightTileBytes, kWeightTileBytes, &full[s]);
+            bulk_copy_g2s(st.wscale[j], wsc + (nt * G + g) * kScaleBytes, kScaleBytes, &full[s]);
+          }
+          if constexpr (!FP8) bulk_copy_g2s(st.ascale, asc + (mt * G + g) * kScaleBytes, kScaleBytes, &full[s]);
         }
-#pragma unroll
-        for (int i = 0; i < kWeightTileBytes / 16 / kProducerThreads; ++i) {
-          const int o = (i * kProducerThreads + pt) * 16;
-          cp_async_16(st.weights + o, wts + o);
-        }
-        if (!FP8 && pt < kScaleChunks)
-          cp_async_16(reinterpret_cast<uint8_t*>(st.ascale) + pt * 16, asc + (mt * G + g) * kScaleBytes + pt * 16);
-        if (pt >= 64 && pt < 64 + kScaleChunks)
-          cp_async_16(reinterpret_cast<uint8_t*>(st.wscale) + (pt - 64) * 16, wsc + (nt * G + g) * kScaleBytes + (pt - 64) * 16);
-        cp_async_mbar_arrive(&full[s]);
-      }
-    } else if (warp == kConsumerWarps && lane == 0) {
-      for (int64_t g = 0; g < G; ++g) {
-        const int s = int(g % kStages);
-        if (g >= kStages) mbar_wait(&empty[s], uint32_t((g / kStages - 1) & 1));
-        Stage& st = stages[s];
-        mbar_arrive_expect_tx(&full[s], kStageTxBytes);
-        const uint8_t* codes = p.codes + (mt * G + g) * kCodeTileBytes + rank * kCodeSlice;
-        if constexpr (CLUSTER > 1) {
-          bulk_copy_g2s_multicast(st.codes + rank * kCodeSlice, codes, kCodeSlice, &full[s], uint16_t((1u << CLUSTER) - 1));
-        } else {
-          bulk_copy_g2s(st.codes, codes, kCodeSlice, &full[s]);
-        }
-        bulk_copy_g2s(st.weights, p.wfrag + (nt * G + g) * kWeightTileBytes, kWeightTileBytes, &full[s]);
-        if constexpr (!FP8) bulk_copy_g2s(st.ascale, asc + (mt * G + g) * kScaleBytes, kScaleBytes, &full[s]);
-        bulk_copy_g2s(st.wscale, wsc + (nt * G + g) * kScaleBytes, kScaleBytes, &full[s]);
       }
     }
-    __syncwarp();
   } else {
     setmaxnreg_inc<232>();
-    consume<BF16, MODE, SKIP, FEED>(p, stages, full, empty, rank, smem);
+    consume<BF16, MODE, SKIP, NH>(p, stages, full, empty, epi, n_tiles, total);
   }
-  // No CTA exits while its peer may still multicast into it or arrive on its barriers.
-  if constexpr (CLUSTER > 1) cluster_sync();
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, GemmFeed FEED>
-void launch_typed(const GemmParams& p, cudaStream_t stream) {
-  constexpr int CLUSTER = FEED == GemmFeed::BULK_CLUSTER2 ? 2 : 1;
-  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, FEED>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)),
+int sm_count() {
+  int dev = 0, n = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute(SMs)");
+  return n;
+}
+
+template <bool BF16, GemmMode MODE, int SKIP, int NH>
+void launch_typed(const GemmParams& p, int sms, cudaStream_t stream) {
+  using C = Config<NH>;
+  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, NH>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes)),
         "cudaFuncSetAttribute(w4a4_gemm_kernel)");
-  cudaLaunchConfig_t cfg{};
-  // The weight buffers hold weight_tiles(N) tiles, a multiple of kClusterN (sm90_layout.hpp).
-  cfg.gridDim = dim3(unsigned(round_up(ceil_div(p.N, kTileN), CLUSTER)), unsigned(ceil_div(p.M, kTileM)));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = kSmemBytes;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = CLUSTER;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  check(cudaLaunchKernelEx(&cfg, kernel, p), "w4a4_gemm_kernel launch");
+  // The weight buffers hold weight_tiles(N) tiles, a multiple of kCtaWeightTiles (sm90_layout.hpp).
+  const int64_t n_tiles = ceil_div(p.N, C::kRows), total = n_tiles * ceil_div(p.M, kTileM);
+  const unsigned grid = unsigned(total < sms ? total : sms);
+  kernel<<<grid, kThreads, C::kSmemBytes, stream>>>(p, n_tiles, total);
   check_launch("w4a4_gemm_kernel");
 }
 
-// Every feed is built for bf16 (cuda_bench compares them); fp16 has the default feed only.
-template <bool BF16, GemmMode MODE>
-void launch_mode(const GemmParams& p, cudaStream_t stream) {
-  if constexpr (BF16) {
-    switch (p.feed) {
-      case GemmFeed::BULK: return launch_typed<BF16, MODE, 0, GemmFeed::BULK>(p, stream);
-      case GemmFeed::BULK_CLUSTER2: return launch_typed<BF16, MODE, 0, GemmFeed::BULK_CLUSTER2>(p, stream);
-      case GemmFeed::CP_ASYNC: return launch_typed<BF16, MODE, 0, GemmFeed::CP_ASYNC>(p, stream);
-    }
-  }
-  if (p.feed != kDefaultFeed) throw UnsupportedError("cuda-sm90: this GEMM feed is built for bf16 only");
-  launch_typed<BF16, MODE, 0, kDefaultFeed>(p, stream);
+// NH = 2 unless that leaves SMs idle (fewer 256-row tiles than SMs), or as asked.
+int pick_nh(const GemmParams& p, int sms) {
+  if (p.tile == GemmTile::ROWS128) return 1;
+  if (p.tile == GemmTile::ROWS256) return 2;
+  return ceil_div(p.N, 2 * kTileN) * ceil_div(p.M, kTileM) >= sms ? 2 : 1;
+}
+
+template <bool BF16, GemmMode MODE, int SKIP>
+void launch_nh(const GemmParams& p, cudaStream_t stream) {
+  const int sms = sm_count();
+  if (pick_nh(p, sms) == 2) launch_typed<BF16, MODE, SKIP, 2>(p, sms, stream);
+  else launch_typed<BF16, MODE, SKIP, 1>(p, sms, stream);
 }
 
 }  // namespace
@@ -463,20 +515,20 @@ void launch_mode(const GemmParams& p, cudaStream_t stream) {
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
   if (p.M == 0) return;
   if (p.profile_skip != 0) {  // profiling variants: bf16, fp32 accumulation only
-    if (p.dtype != HalfType::BF16 || p.mode != GemmMode::FP32 || p.feed != kDefaultFeed)
+    if (p.dtype != HalfType::BF16 || p.mode != GemmMode::FP32)
       throw UnsupportedError("cuda-sm90: GEMM profiling variants exist for bf16 fp32 accumulation only");
     switch (p.profile_skip) {
-      case 1: launch_typed<true, GemmMode::FP32, 1, kDefaultFeed>(p, stream); return;
-      case 2: launch_typed<true, GemmMode::FP32, 2, kDefaultFeed>(p, stream); return;
-      case 3: launch_typed<true, GemmMode::FP32, 3, kDefaultFeed>(p, stream); return;
+      case 1: launch_nh<true, GemmMode::FP32, 1>(p, stream); return;
+      case 2: launch_nh<true, GemmMode::FP32, 2>(p, stream); return;
+      case 3: launch_nh<true, GemmMode::FP32, 3>(p, stream); return;
       default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..3");
     }
   }
   const bool bf16 = p.dtype == HalfType::BF16;
   switch (p.mode) {
-    case GemmMode::FP32: bf16 ? launch_mode<true, GemmMode::FP32>(p, stream) : launch_mode<false, GemmMode::FP32>(p, stream); break;
-    case GemmMode::HALF: bf16 ? launch_mode<true, GemmMode::HALF>(p, stream) : launch_mode<false, GemmMode::HALF>(p, stream); break;
-    case GemmMode::FP8: bf16 ? launch_mode<true, GemmMode::FP8>(p, stream) : launch_mode<false, GemmMode::FP8>(p, stream); break;
+    case GemmMode::FP32: bf16 ? launch_nh<true, GemmMode::FP32, 0>(p, stream) : launch_nh<false, GemmMode::FP32, 0>(p, stream); break;
+    case GemmMode::HALF: bf16 ? launch_nh<true, GemmMode::HALF, 0>(p, stream) : launch_nh<false, GemmMode::HALF, 0>(p, stream); break;
+    case GemmMode::FP8: bf16 ? launch_nh<true, GemmMode::FP8, 0>(p, stream) : launch_nh<false, GemmMode::FP8, 0>(p, stream); break;
   }
 }
 
