@@ -76,6 +76,14 @@ struct Config {
   static_assert(sizeof(Stage<NH>) % 128 == 0 && kEpiBytes % 128 == 0 && kSmemBytes <= kSmemLimit);
 };
 
+// The A registers of one m64 block for the two k32 steps of a group (e4m3, wgmma fragment order).
+struct AFrag {
+  uint32_t k0[4], k1[4];
+};
+
+// Partial-sum registers per buffer (see consume()).
+template <int NH> inline constexpr int kPartN = NH == 1 ? 64 : 32;
+
 // A compile-time index passed to a generic lambda (accumulator arrays are indexed by constants only).
 template <int I> struct Int { static constexpr int value = I; };
 
@@ -122,7 +130,10 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
   constexpr int S = C::kStages;
   constexpr bool HALF_ACC = MODE == GemmMode::HALF;
   constexpr bool FP8 = MODE == GemmMode::FP8;
-  constexpr int NP = NH == 1 ? 2 : 1;  // partial-sum buffers (registers permitting)
+  // Partial sums per buffer: NH = 1 keeps whole m64 x n128 results in two 64-register buffers;
+  // NH = 2 (float32 accumulators for 128 weight rows take 128 registers) splits each block's
+  // group into two n64 halves of the activation rows, two 32-register buffers (v6.1).
+  constexpr int PN = kPartN<NH>;
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wg = warp / 4, tid = threadIdx.x % 128, wq = warp % 4;
@@ -131,36 +142,53 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
 
   float acc[HALF_ACC ? 1 : NH][64] = {};
   typename H::T2 hacc[HALF_ACC ? NH : 1][32] = {};
-  float part0[64], part1[NP == 2 ? 64 : 1];
+  float part0[PN], part1[PN];
 
-  // m64 block b = NH * wg + h of the CTA tile is fragment half b % 2 of weight tile b / 2.
-  // Issues the two wgmma k32 steps of block h of this warpgroup on a stage (one commit group).
-  auto issue = [&](float(&part)[64], const St& st, auto hc) {
+  // m64 block b = NH * wg + h of the CTA tile is fragment half b % 2 of weight tile b / 2: its
+  // A registers for the two k32 steps of a group, expanded from int4 to e4m3.
+  auto afrag = [&](const St& st, auto hc) {
     constexpr int h = decltype(hc)::value;
     const int b = NH * wg + h;
     const uint4 wv = *reinterpret_cast<const uint4*>(st.weights[b / 2] + ((b % 2) * 128 + tid) * 16);
-    const uint32_t a0[4] = {int4x4_to_e4m3(wv.x), int4x4_to_e4m3(wv.x >> 16), int4x4_to_e4m3(wv.y),
-                            int4x4_to_e4m3(wv.y >> 16)};
-    const uint32_t a1[4] = {int4x4_to_e4m3(wv.z), int4x4_to_e4m3(wv.z >> 16), int4x4_to_e4m3(wv.w),
-                            int4x4_to_e4m3(wv.w >> 16)};
+    AFrag a;
+    a.k0[0] = int4x4_to_e4m3(wv.x);
+    a.k0[1] = int4x4_to_e4m3(wv.x >> 16);
+    a.k0[2] = int4x4_to_e4m3(wv.y);
+    a.k0[3] = int4x4_to_e4m3(wv.y >> 16);
+    a.k1[0] = int4x4_to_e4m3(wv.z);
+    a.k1[1] = int4x4_to_e4m3(wv.z >> 16);
+    a.k1[2] = int4x4_to_e4m3(wv.w);
+    a.k1[3] = int4x4_to_e4m3(wv.w >> 16);
+    return a;
+  };
+  // Issues the two wgmma k32 steps of a group into `part` (one commit group): all 128 activation
+  // rows (PN = 64) or the n64 half `nh` of them (PN = 32: rows 64 nh .., code tile offset
+  // 8 core-matrix rows of 128 bytes per 8 rows).
+  auto issue = [&](float(&part)[kPartN<NH>], const AFrag& a, const St& st, auto nhc) {
+    constexpr int nh = decltype(nhc)::value;
+    [[maybe_unused]] const uint8_t* codes = st.codes + nh * 8 * 128;
     wgmma_fence();
-    if constexpr (!(SKIP & 2)) {
-      wgmma_m64n128k32_e4m3_rs(part, a0, smem_desc(st.codes, 2048, 128), 0);
-      wgmma_m64n128k32_e4m3_rs(part, a1, smem_desc(st.codes + 2 * 2048, 2048, 128), 1);
+    if constexpr (SKIP & 2) {
+      part[0] += float(a.k0[0] ^ a.k1[3]);  // keep the weight loads and conversions alive
+    } else if constexpr (PN == 64) {
+      wgmma_m64n128k32_e4m3_rs(part, a.k0, smem_desc(codes, 2048, 128), 0);
+      wgmma_m64n128k32_e4m3_rs(part, a.k1, smem_desc(codes + 2 * 2048, 2048, 128), 1);
     } else {
-      part[0] += float(a0[0] ^ a1[3]);  // keep the weight loads and conversions alive
+      wgmma_m64n64k32_e4m3_rs(part, a.k0, smem_desc(codes, 2048, 128), 0);
+      wgmma_m64n64k32_e4m3_rs(part, a.k1, smem_desc(codes + 2 * 2048, 2048, 128), 1);
     }
     wgmma_commit();
   };
-  // Folds block h's exact group sums (wgmma complete) into its accumulator.
-  // part[4j + e]: weight row rw + 8 (e / 2) of the block, activation row 8 j + 2 t + e % 2.
-  auto fold = [&](float(&part)[64], const St& st, auto hc) {
-    constexpr int h = decltype(hc)::value;
+  // Folds a completed partial sum of block h (activation-row half nh) into its accumulator.
+  // part[4j + e]: weight row rw + 8 (e / 2) of the block, activation row 8 J + 2 t + e % 2 with
+  // J = (PN / 4) nh + j, which is accumulator element 4 J + e (the m64n128 layout).
+  auto fold = [&](float(&part)[kPartN<NH>], const St& st, auto hc, auto nhc) {
+    constexpr int h = decltype(hc)::value, nh = decltype(nhc)::value, J0 = (PN / 4) * nh;
     fence_regs(part);
     [[maybe_unused]] const int b = NH * wg + h, r0 = (b % 2) * 64 + rw;  // row in weight tile b / 2
     if constexpr (SKIP & 1) {
-      if constexpr (HALF_ACC) hacc[h][0] = __hadd2(hacc[h][0], H::pack(part[0], part[63]));
-      else acc[h][0] += part[0] + part[63];
+      if constexpr (HALF_ACC) hacc[h][2 * J0] = __hadd2(hacc[h][2 * J0], H::pack(part[0], part[PN - 1]));
+      else acc[h][4 * J0] += part[0] + part[PN - 1];
     } else if constexpr (HALF_ACC) {
       // §4.2: acc = T_fma(T(p), T(s_a * s_w), acc). The product of two T values rounded once to
       // T is exactly T(f32(s_a) * f32(s_w)) (the float32 product is exact), so __hmul2 computes it.
@@ -168,21 +196,23 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
       const typename H::T2 sw0 = H::bcast(ws[r0]), sw1 = H::bcast(ws[r0 + 8]);
       const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(st.ascale);
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        const typename H::T2 a = sa[4 * j + t];
-        hacc[h][2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(a, sw0), hacc[h][2 * j]);
-        hacc[h][2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(a, sw1), hacc[h][2 * j + 1]);
+      for (int j = 0; j < PN / 4; ++j) {
+        const int J = J0 + j;
+        const typename H::T2 a = sa[4 * J + t];
+        hacc[h][2 * J] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(a, sw0), hacc[h][2 * J]);
+        hacc[h][2 * J + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(a, sw1), hacc[h][2 * J + 1]);
       }
     } else if constexpr (FP8) {
       // §5, one-sided: acc += p * s_w (fused: allowed, wider accumulation).
       const float* ws = reinterpret_cast<const float*>(st.wscale[b / 2]);
       const float sw0 = ws[r0], sw1 = ws[r0 + 8];
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        acc[h][4 * j + 0] = fmaf(part[4 * j + 0], sw0, acc[h][4 * j + 0]);
-        acc[h][4 * j + 1] = fmaf(part[4 * j + 1], sw0, acc[h][4 * j + 1]);
-        acc[h][4 * j + 2] = fmaf(part[4 * j + 2], sw1, acc[h][4 * j + 2]);
-        acc[h][4 * j + 3] = fmaf(part[4 * j + 3], sw1, acc[h][4 * j + 3]);
+      for (int j = 0; j < PN / 4; ++j) {
+        const int J = J0 + j;
+        acc[h][4 * J + 0] = fmaf(part[4 * j + 0], sw0, acc[h][4 * J + 0]);
+        acc[h][4 * J + 1] = fmaf(part[4 * j + 1], sw0, acc[h][4 * J + 1]);
+        acc[h][4 * J + 2] = fmaf(part[4 * j + 2], sw1, acc[h][4 * J + 2]);
+        acc[h][4 * J + 3] = fmaf(part[4 * j + 3], sw1, acc[h][4 * J + 3]);
       }
     } else {
       // §4.1 with p * (s_a * s_w) + acc fused (allowed: wider accumulation).
@@ -190,12 +220,13 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
       const float sw0 = ws[r0], sw1 = ws[r0 + 8];
       const float2* sa = reinterpret_cast<const float2*>(st.ascale);
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
-        const float2 a = sa[4 * j + t];
-        acc[h][4 * j + 0] = fmaf(part[4 * j + 0], __fmul_rn(a.x, sw0), acc[h][4 * j + 0]);
-        acc[h][4 * j + 1] = fmaf(part[4 * j + 1], __fmul_rn(a.y, sw0), acc[h][4 * j + 1]);
-        acc[h][4 * j + 2] = fmaf(part[4 * j + 2], __fmul_rn(a.x, sw1), acc[h][4 * j + 2]);
-        acc[h][4 * j + 3] = fmaf(part[4 * j + 3], __fmul_rn(a.y, sw1), acc[h][4 * j + 3]);
+      for (int j = 0; j < PN / 4; ++j) {
+        const int J = J0 + j;
+        const float2 a = sa[4 * J + t];
+        acc[h][4 * J + 0] = fmaf(part[4 * j + 0], __fmul_rn(a.x, sw0), acc[h][4 * J + 0]);
+        acc[h][4 * J + 1] = fmaf(part[4 * j + 1], __fmul_rn(a.y, sw0), acc[h][4 * J + 1]);
+        acc[h][4 * J + 2] = fmaf(part[4 * j + 2], __fmul_rn(a.x, sw1), acc[h][4 * J + 2]);
+        acc[h][4 * J + 3] = fmaf(part[4 * j + 3], __fmul_rn(a.y, sw1), acc[h][4 * J + 3]);
       }
     }
   };
@@ -222,60 +253,71 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
     };
     auto release = [&](int64_t g) { mbar_arrive(&empty[(it0 + uint32_t(g)) % S]); };
 
-    if constexpr (NP == 1) {
-      // NH = 2: per group, block 0 then block 1 through one buffer (two buffers spilled the
-      // packed-T accumulators of HALF mode, and the spills serialized the wgmmas, C7514).
+    if constexpr (NH == 2) {
+      // Four steps per group, (block, row half) = (0,0) (0,1) (1,0) (1,1): half 0 always in
+      // part0, half 1 in part1; each step's wgmma runs while the step before it is folded, except
+      // the last fold of a group (the other warpgroup's wgmma runs then). Carrying the next
+      // group's first step across the stage wait (an mbarrier try_wait loop between a wgmma and
+      // its wait) made ptxas serialize every wgmma (C7514), so each group drains.
       for (int64_t g = 0; g < G; ++g) {
         const St& st = acquire(g);
-        issue(part0, st, Int<0>{});
+        const AFrag a0 = afrag(st, Int<0>{});
+        issue(part0, a0, st, Int<0>{});
+        issue(part1, a0, st, Int<1>{});
+        const AFrag a1 = afrag(st, Int<1>{});
+        wgmma_wait<1>();
+        fold(part0, st, Int<0>{}, Int<0>{});
+        issue(part0, a1, st, Int<0>{});
+        wgmma_wait<1>();
+        fold(part1, st, Int<0>{}, Int<1>{});
+        issue(part1, a1, st, Int<1>{});
+        wgmma_wait<1>();
+        fold(part0, st, Int<1>{}, Int<0>{});
         wgmma_wait<0>();
-        fold(part0, st, Int<0>{});
-        issue(part0, st, Int<1>{});
-        wgmma_wait<0>();
-        fold(part0, st, Int<1>{});
+        fold(part1, st, Int<1>{}, Int<1>{});
         release(g);
       }
     } else {
       // NH = 1: even groups in part0, odd groups in part1; group g + 1's wgmma runs while group g
       // is folded.
       const St* s0 = &acquire(0);
-      issue(part0, *s0, Int<0>{});
+      issue(part0, afrag(*s0, Int<0>{}), *s0, Int<0>{});
       int64_t g = 0;
       for (; g + 2 < G; g += 2) {  // on entry group g is in flight in part0
         const St* s1 = &acquire(g + 1);
-        issue(part1, *s1, Int<0>{});
+        issue(part1, afrag(*s1, Int<0>{}), *s1, Int<0>{});
         wgmma_wait<1>();
-        fold(part0, *s0, Int<0>{});
+        fold(part0, *s0, Int<0>{}, Int<0>{});
         release(g);
         s0 = &acquire(g + 2);
-        issue(part0, *s0, Int<0>{});
+        issue(part0, afrag(*s0, Int<0>{}), *s0, Int<0>{});
         wgmma_wait<1>();
-        fold(part1, *s1, Int<0>{});
+        fold(part1, *s1, Int<0>{}, Int<0>{});
         release(g + 1);
       }
       if (g + 1 < G) {
         const St* s1 = &acquire(g + 1);
-        issue(part1, *s1, Int<0>{});
+        issue(part1, afrag(*s1, Int<0>{}), *s1, Int<0>{});
         wgmma_wait<1>();
-        fold(part0, *s0, Int<0>{});
+        fold(part0, *s0, Int<0>{}, Int<0>{});
         release(g);
         wgmma_wait<0>();
-        fold(part1, *s1, Int<0>{});
+        fold(part1, *s1, Int<0>{}, Int<0>{});
         release(g + 1);
       } else {
         wgmma_wait<0>();
-        fold(part0, *s0, Int<0>{});
+        fold(part0, *s0, Int<0>{}, Int<0>{});
         release(g);
       }
     }
 
-    // Epilogue. part0 := u = lora_act · proj_upᵀ on the tensor cores (v5; on the CUDA cores it
+    // Epilogue. part0 (and part1) := u = lora_act · proj_upᵀ on the tensor cores (v5; on the CUDA cores it
     // cost ~20% of the GEMM), one m64 block at a time: bf16 wgmma m64n128k16, A = proj_up rows
     // from registers, B = lora_act from shared memory split into bf16 hi + lo (l = hi + lo to
     // ~2^-17 relative), products exact in float32. proj_up is exactly bf16 for bf16 layers; for
     // fp16 layers it is split the same way (exactly: an fp16 value is the sum of two bf16 values)
     // and up_lo · l_lo (~2^-17) dropped. Ranks are padded with zeros to Rk, a multiple of 16 (at
-    // least 16, so that even R = 0 writes part0 through a wgmma only: any other write inside the
+    // least 16, so that even R = 0 writes them through a wgmma only: any other write inside the
     // pipeline serializes it, C7515). The final values (before rounding to T) replace the
     // accumulators, which are then staged transposed in the same shared-memory area.
     const int64_t n_cta = ct * C::kRows;  // first output column of the tile (< Npad: padded vectors)
@@ -335,14 +377,31 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
         const uint64_t dhi = smem_desc(lhi + kk * 2 * (kTileM * 16), kTileM * 16, 128);
         const uint64_t dlo = smem_desc(llo + kk * 2 * (kTileM * 16), kTileM * 16, 128);
         wgmma_fence();
-        wgmma_m64n128k16_bf16_rs(part0, ahi, dhi, kk > 0 ? 1u : 0u);
-        wgmma_m64n128k16_bf16_rs(part0, ahi, dlo, 1u);
-        if constexpr (!BF16) wgmma_m64n128k16_bf16_rs(part0, alo, dhi, 1u);
+        if constexpr (PN == 64) {
+          wgmma_m64n128k16_bf16_rs(part0, ahi, dhi, kk > 0 ? 1u : 0u);
+          wgmma_m64n128k16_bf16_rs(part0, ahi, dlo, 1u);
+          if constexpr (!BF16) wgmma_m64n128k16_bf16_rs(part0, alo, dhi, 1u);
+        } else {  // activation rows 0-63 into part0, 64-127 into part1 (8 core-matrix rows on)
+          wgmma_m64n64k16_bf16_rs(part0, ahi, dhi, kk > 0 ? 1u : 0u);
+          wgmma_m64n64k16_bf16_rs(part0, ahi, dlo, 1u);
+          if constexpr (!BF16) wgmma_m64n64k16_bf16_rs(part0, alo, dhi, 1u);
+          wgmma_m64n64k16_bf16_rs(part1, ahi, dhi + (1024 >> 4), kk > 0 ? 1u : 0u);
+          wgmma_m64n64k16_bf16_rs(part1, ahi, dlo + (1024 >> 4), 1u);
+          if constexpr (!BF16) wgmma_m64n64k16_bf16_rs(part1, alo, dhi + (1024 >> 4), 1u);
+        }
         wgmma_commit();
         wgmma_wait<0>();
         fence_regs(part0);
+        fence_regs(part1);
       }
       fence_regs(part0);
+      fence_regs(part1);
+      // u of activation row 8 J + 2 t + e % 2: element 4 J + e of part0 (PN = 64); for PN = 32
+      // part0 holds J < 8, part1 J >= 8.
+      auto up = [&](int J, int e) -> float {
+        if constexpr (PN == 64) return part0[4 * J + e];
+        else return J < 8 ? part0[4 * J + e] : part1[4 * (J - 8) + e];
+      };
       const float wc0 = p.wcscales[n0], wc1 = p.wcscales[n1];
       const float b0 = p.bias[n0], b1 = p.bias[n1];
 #pragma unroll
@@ -361,7 +420,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
           if constexpr (FP8) v[e] = __fmul_rn(v[e], (e % 2) ? rs.y : rs.x);  // §5: (acc * s_row) * alpha
           v[e] = __fmul_rn(v[e], p.alpha);
           v[e] = __fadd_rn(__fmul_rn(v[e], e < 2 ? wc0 : wc1), e < 2 ? b0 : b1);
-          v[e] = __fadd_rn(v[e], part0[4 * j + e]);
+          v[e] = __fadd_rn(v[e], up(j, e));
         }
         if constexpr (HALF_ACC) {
           hacc[h][2 * j] = H::pack(v[0], v[1]);  // the output values, rounded to T
@@ -447,7 +506,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warp >= kConsumerWarps) {
     // Producer warpgroup: gives registers away; its first thread feeds the stages, running ahead
     // across tile boundaries.
-    setmaxnreg_dec<40>();
+    setmaxnreg_dec<24>();
     if (warp == kConsumerWarps && lane == 0) {
       const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
       const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
@@ -471,7 +530,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   } else {
-    setmaxnreg_inc<232>();
+    setmaxnreg_inc<240>();
     consume<BF16, MODE, SKIP, NH>(p, stages, full, empty, epi, n_tiles, total);
   }
 }
