@@ -118,7 +118,8 @@ __device__ __forceinline__ uint32_t int4x4_to_e4m3(uint32_t w) {
 
 // Consumer warpgroups: the main loop over the tiles of this CTA, each with its epilogue.
 // SKIP (profiling only, cuda_bench's breakdown; results are wrong): bit 0 leaves out the fold,
-// bit 1 the wgmma. Real calls use SKIP = 0: no instruction but a wgmma then writes the partial-sum
+// bit 1 the wgmma, bit 2 the loads after the first pass over the stages (the producer only
+// re-arms them), bit 3 splits the code tile's copy into four (same bytes, more copies). Real calls use SKIP = 0: no instruction but a wgmma then writes the partial-sum
 // registers, so ptxas keeps the wgmmas asynchronous (with the profiling branches in the same
 // kernel it serialized them, warning C7515).
 template <bool BF16, GemmMode MODE, int SKIP, int NH>
@@ -517,8 +518,20 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int s = int(it % S);
           if (it >= uint32_t(S)) mbar_wait(&empty[s], (it / S - 1) & 1);
           Stage<NH>& st = stages[s];
+          if constexpr (SKIP & 4) {  // profiling: the stages are filled once, then only re-armed
+            if (it >= uint32_t(S)) {
+              mbar_arrive(&full[s]);
+              continue;
+            }
+          }
           mbar_arrive_expect_tx(&full[s], kStageTxBytes);
-          bulk_copy_g2s(st.codes, p.codes + (mt * G + g) * kCodeTileBytes, kCodeTileBytes, &full[s]);
+          if constexpr (SKIP & 8) {  // profiling: the same bytes in four copies
+            for (int q = 0; q < 4; ++q)
+              bulk_copy_g2s(st.codes + q * (kCodeTileBytes / 4), p.codes + (mt * G + g) * kCodeTileBytes + q * (kCodeTileBytes / 4),
+                            kCodeTileBytes / 4, &full[s]);
+          } else {
+            bulk_copy_g2s(st.codes, p.codes + (mt * G + g) * kCodeTileBytes, kCodeTileBytes, &full[s]);
+          }
 #pragma unroll
           for (int j = 0; j < NH; ++j) {
             const int64_t nt = NH * ct + j;
@@ -580,7 +593,9 @@ void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
       case 1: launch_nh<true, GemmMode::FP32, 1>(p, stream); return;
       case 2: launch_nh<true, GemmMode::FP32, 2>(p, stream); return;
       case 3: launch_nh<true, GemmMode::FP32, 3>(p, stream); return;
-      default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..3");
+      case 4: launch_nh<true, GemmMode::FP32, 4>(p, stream); return;
+      case 11: launch_nh<true, GemmMode::FP32, 11>(p, stream); return;
+      default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..4 or 11");
     }
   }
   const bool bf16 = p.dtype == HalfType::BF16;
