@@ -14,7 +14,8 @@
 // keep a whole row of xs, up to 12288 x 2 bytes per row, on chip until its amax is known.)
 //
 // Work split (v6). A block is 8 warps over 64 rows (4 row tiles of 16) and a K chunk of C groups
-// (act_quant_chunking: C = 8, halved while the grid has fewer than ~4 blocks per SM). Warp w takes
+// (act_quant_chunking: C = 8, halved while the grid has fewer than ~4 blocks per SM, but at most
+// 32 chunks). Warp w takes
 // row tile w % 4 and every second group of the chunk starting at w / 4. The four warps of a group
 // set read the same proj_down fragments and smoothing reciprocals at the same time, so those come
 // from L1 (without that sharing the fragments would cost twice x's bytes in L2 traffic). Each warp
@@ -67,6 +68,7 @@ constexpr int kGroupSets = kWarps / kRowTiles;  // warps sharing a row tile (int
 constexpr int kBlockRows = kRowTiles * 16;    // 64
 constexpr int kMaxChunkGroups = 8;
 constexpr int kTargetBlocks = 4 * 132;        // ~4 blocks per SM of an H100/H200
+constexpr int kMaxChunks = 32;
 
 enum class Mode { INT4, FP8_AMAX, FP8_CODES };
 
@@ -430,6 +432,7 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 2 : 1) act_quant_kernel
     for (int i = threadIdx.x; i < kBlockRows * R; i += kWarps * 32) {
       const int64_t at = m0 * R + i;
       float sum = __ldcg(&p.lpart[at]);
+#pragma unroll 4
       for (int c = 1; c < chunks; ++c) sum += __ldcg(&p.lpart[int64_t(c) * Mpad * R + at]);
       p.lact[at] = sum;
     }
@@ -472,6 +475,8 @@ ActChunking act_quant_chunking(int64_t Mpad, int64_t K) {
   const int64_t G = K / kGroup, row_blocks = round_up(Mpad, kTileM) / kBlockRows;
   int C = kMaxChunkGroups;
   while (C > 1 && row_blocks * ceil_div(G, C) < kTargetBlocks) C /= 2;
+  // At most kMaxChunks chunks: the last block of a row block adds them serially.
+  C = std::max(C, int(ceil_div(G, kMaxChunks)));
   return ActChunking{C, int(ceil_div(G, C))};
 }
 
