@@ -15,8 +15,7 @@
 //
 // Work split (v6). A block is 8 warps over 64 rows (4 row tiles of 16) and a K chunk of C groups
 // (act_quant_chunking: C = 8, halved while the grid has fewer than ~4 blocks per SM, but at most
-// 32 chunks). Warp w takes
-// row tile w % 4 and every second group of the chunk starting at w / 4. The four warps of a group
+// 32 chunks). Warp w takes row tile w % 4 and every second group of the chunk starting at w / 4. The four warps of a group
 // set read the same proj_down fragments and smoothing reciprocals at the same time, so those come
 // from L1 (without that sharing the fragments would cost twice x's bytes in L2 traffic). Each warp
 // issues the next group's x loads before it computes the current group (register double
