@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "act_workspace.hpp"
 #include "device_buffer.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
@@ -190,12 +191,14 @@ int main(int argc, char** argv) {
       ck(cudaMemcpy(scales.as<uint8_t>() + 256, &s[1], 4, cudaMemcpyHostToDevice), "scales");
     }
     // Activation kernel alone, with its own workspace.
-    const int64_t G = K / 64, Mtmax = cuda::ceil_div(Mmax, cuda::kTileM);
-    cuda::DeviceBuffer codes(size_t(Mtmax * G * cuda::kCodeTileBytes)), ascale(size_t(Mtmax * G * 128 * 4)),
-        lact(size_t(Mtmax * 128 * R * 4)), smooth, pd,
-        lpart(size_t(cuda::act_quant_chunks(K) * Mtmax * 128 * R * 4)), tickets(size_t(Mtmax * 128 / 16 * 4));
-    ck(cudaMemset(tickets.get(), 0, tickets.size()), "tickets");
+    const int64_t Mtmax = cuda::ceil_div(Mmax, cuda::kTileM);
+    cuda::ActWorkspace aws(Mtmax * cuda::kTileM, K, int(cuda::padded_rank(R)), false);
+    cuda::DeviceBuffer smooth, smooth_rcp, pd;
     smooth.upload(w.smooth.data(), w.smooth.nbytes());
+    {
+      const auto rcp = cuda::pack_smooth_reciprocal(w.smooth, K);
+      smooth_rcp.upload(rcp.data(), rcp.size() * 4);
+    }
     const auto frag = cuda::pack_proj_down(w.proj_down, K, R, cuda::padded_rank(R));
     pd.upload(frag.data(), frag.size() * 4);
 
@@ -209,14 +212,11 @@ int main(int argc, char** argv) {
       row.ours_half = timer.median_ms([&] { be->forward(*layerh, tx, ty, stream); });
       row.ours_fp8 = timer.median_ms([&] { be->forward(*layer8, tx, ty, stream); });
       cuda::ActQuantParams ap;
+      aws.fill(ap);
       ap.x = x.as<uint16_t>();
       ap.smooth = smooth.as<uint16_t>();
+      ap.smooth_rcp = smooth_rcp.as<float>();
       ap.pdfrag = pd.as<uint32_t>();
-      ap.codes = codes.as<uint8_t>();
-      ap.ascale = ascale.as<uint16_t>();
-      ap.lact = lact.as<float>();
-      ap.lpart = lpart.as<float>();
-      ap.tickets = tickets.as<unsigned>();
       ap.scale_f32 = true;
       ap.M = M;
       ap.K = K;
@@ -301,7 +301,7 @@ int main(int argc, char** argv) {
   {
     const int64_t K = 3072, N = 3072, G = K / 64, Nt = cuda::weight_tiles(N);
     const LayerWeights w = random_layer(N, K, R, rng);
-    cuda::DeviceBuffer wfrag, wscale, wc, bias, pu, smooth, pd;
+    cuda::DeviceBuffer wfrag, wscale, wc, bias, pu, smooth, smooth_rcp, pd;
     const auto frag = cuda::pack_weight_fragments(w.qweight, N, K);
     wfrag.upload(frag.data(), frag.size());
     std::vector<float> ws(size_t(Nt * G * 128), 0.0f);
@@ -315,36 +315,35 @@ int main(int argc, char** argv) {
     bias.upload(zeros.data(), size_t(Nt * 128) * 4);
     pu.upload(zeros.data(), zeros.size() * 4);
     smooth.upload(w.smooth.data(), w.smooth.nbytes());
+    {
+      const auto rcp = cuda::pack_smooth_reciprocal(w.smooth, K);
+      smooth_rcp.upload(rcp.data(), rcp.size() * 4);
+    }
     const auto pdf = cuda::pack_proj_down(w.proj_down, K, R, R);
     pd.upload(pdf.data(), pdf.size() * 4);
     std::printf("\nGEMM kernel alone, K = N = 3072 (us), fp32 accumulation, automatic tile: full | no fold | no wgmma | "
                 "loads only | no low-rank; then each CTA tile (128 or 256 weight rows; fp32 accumulation and fp8 mode)\n");
     for (int64_t M : profile ? std::vector<int64_t>{4608} : std::vector<int64_t>{256, 4608}) {
       const int64_t Mt = cuda::ceil_div(M, 128);
-      cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2)), codes(size_t(Mt * G * cuda::kCodeTileBytes)),
-          ascale(size_t(Mt * G * 512)), lact(size_t(Mt * 128 * R * 4)),
-          lpart(size_t(cuda::act_quant_chunks(K) * Mt * 128 * R * 4)), tickets(size_t(Mt * 8 * 4));
-      ck(cudaMemset(tickets.get(), 0, tickets.size()), "tickets");
+      cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2));
+      cuda::ActWorkspace aws(M, K, int(R), false);
       const auto hx = random_bf16(size_t(M * K), 1.0f, rng);
       ck(cudaMemcpy(x.get(), hx.data(), x.size(), cudaMemcpyHostToDevice), "x");
       cuda::ActQuantParams ap;
+      aws.fill(ap);
       ap.x = x.as<uint16_t>();
       ap.smooth = smooth.as<uint16_t>();
+      ap.smooth_rcp = smooth_rcp.as<float>();
       ap.pdfrag = pd.as<uint32_t>();
-      ap.codes = codes.as<uint8_t>();
-      ap.ascale = ascale.as<uint16_t>();
-      ap.lact = lact.as<float>();
-      ap.lpart = lpart.as<float>();
-      ap.tickets = tickets.as<unsigned>();
       ap.scale_f32 = true;
       ap.M = M;
       ap.K = K;
       ap.Rpad = int(R);
       cuda::launch_act_quant(ap, stream);
       cuda::GemmParams gp;
-      gp.codes = codes.as<uint8_t>();
-      gp.ascale = ascale.get();
-      gp.lact = lact.as<float>();
+      gp.codes = ap.codes;
+      gp.ascale = ap.ascale;
+      gp.lact = ap.lact;
       gp.wfrag = wfrag.as<uint8_t>();
       gp.wscale = wscale.get();
       gp.wcscales = wc.as<float>();

@@ -5,53 +5,123 @@
 // l = x · proj_down (§4.3) with bf16/fp16 tensor-core MMAs accumulating in float32. Products of
 // two T values are exact in float32, so this is §4.3's float32 sum in another order (allowed).
 //
-// fp8 activations (§5) need the amax of a whole row before any code: the same kernel (FP8 = true)
-// computes xs, the low-rank partial sums and each group's amax, folded into the row's amax with an
+// fp8 activations (§5) need the amax of a whole row before any code: the same kernel in mode
+// FP8_AMAX computes xs, the low-rank sums and the rows' amax, folded into row_amax with an
 // integer atomicMax on the float bits (max is order-independent, so this is deterministic; NaN's
-// bits are above every finite value's and Inf's); a second kernel (fp8_quant_kernel) recomputes
-// xs (x is L2-resident by then), divides by s_row = amax / 448 and writes the e4m3 codes into the
-// GEMM's tile layout and the row scales.
+// bits are above every finite value's and Inf's); a second launch in mode FP8_CODES recomputes xs
+// (x is L2-resident by then: pass 1 writes almost nothing), divides by s_row = amax / 448 and
+// writes the e4m3 codes into the GEMM's tile layout and the row scales. (One pass would have to
+// keep a whole row of xs, up to 12288 x 2 bytes per row, on chip until its amax is known.)
 //
-// Grid: (row tiles of 16, K chunks of up to 8 groups). Block: 8 warps, warp w handles group w of
-// its chunk. Each warp keeps its low-rank partial sums in registers; the block adds them in warp
-// order, writes its chunk's partial sums, and the last block of a row tile to finish (an integer
-// ticket counter) adds the chunks' partials in chunk order. The result does not depend on
-// scheduling (no float atomics); the counter is reset by that last block for the next call.
+// Work split (v6). A block is 8 warps over 64 rows (4 row tiles of 16) and a K chunk of C groups
+// (act_quant_chunking: C = 8, halved while the grid has fewer than ~4 blocks per SM, but at most
+// 32 chunks). Warp w takes row tile w % 4 and every second group of the chunk starting at w / 4. The four warps of a group
+// set read the same proj_down fragments and smoothing reciprocals at the same time, so those come
+// from L1 (without that sharing the fragments would cost twice x's bytes in L2 traffic). Each warp
+// issues the next group's x loads before it computes the current group (register double
+// buffering: ~2 KB in flight per warp at any time). The two warps of a row tile add their
+// low-rank sums through shared memory (warp order fixed); with several chunks, each block writes
+// its 64 x R partial sums and the last block of a row block to finish (integer ticket) adds the
+// chunks' partials in chunk order. The result does not depend on scheduling (no float atomics);
+// the ticket is reset by that last block for the next call.
 //
-// proj_down fragment order (built by prepare, see sm90_layer.cpp): for group g, k-step kk of 16,
-// rank tile j of 8 and lane l, two words at ((g*4 + kk) * RT + j) * 32 + l: the mma.m16n8k16 B
-// registers b0 = (pd[kb+2t][n], pd[kb+2t+1][n]) and b1 = (pd[kb+2t+8][n], pd[kb+2t+9][n]),
-// kb = 64 g + 16 kk, n = 8 j + l / 4, t = l % 4 (low half = lower k; zero for n >= R).
+// Lane roles: lane = 4 g8 + t holds rows g8 and g8 + 8 of its row tile and, per group, the 8
+// consecutive columns 8t .. 8t+7 of each k half h (columns 32h + 8t + e): four 16-byte loads, each
+// covering 64 contiguous bytes of 8 rows per warp instruction. The group amax of a row is then a
+// max over the 4 lanes of that row (two xor shuffles), and the codes of a row half are 8
+// consecutive bytes of the code tile (sm90_layout.hpp: (2h + t/2) * 2048 + (r/8) * 128 +
+// (r%8) * 16 + 8 (t%2); the warp's 8-byte stores fill whole 128-byte runs).
+//
+// Low-rank without staging: those x registers are used directly as mma.m16n8k16 A fragments. The
+// MMA's k slots are a permutation of the 32 columns of a half: for sub-step s in {0, 1}, lane t's
+// slots {2t, 2t+1} are columns 32h + 8t + 4s + {0, 1} (x word 2s) and slots {2t+8, 2t+9} columns
+// 32h + 8t + 4s + {2, 3} (x word 2s + 1). Since §4.3 allows any summation order over k, only B has
+// to follow the same permutation: pack_proj_down (sm90_pack.cpp) emits, for group g, half h, rank
+// tile j and lane, 16 bytes whose word i is (pd[k][n], pd[k+1][n]) with k = 64 g + 32 h + 8 t + 2 i,
+// n = 8 j + lane / 4 (zero for n >= R); word 2s is b0 and word 2s + 1 is b1 of sub-step s.
+//
+// The smoothing division uses the reciprocal pairs of smooth_div.hpp (two float32 operations,
+// proven and exhaustively checked to round like the division; __fdiv_rn for the rest). The int4
+// codes avoid float-to-int conversions: q = xs * (1/s) is rounded to an integer by adding
+// 1536 + 1.5 * 2^23 (ulp 1, ties to even: the magic is even), whose low 16 bits are then the fp16
+// bits of 1536 + rne(q) (|q| <= 23 by the scale's definition, so the float's binade is fixed); two
+// of those form an f16x2, clamped and shifted back by 1536 exactly in f16x2, and converted to two
+// e4m3 bytes by one instruction (the integers -8 .. 15 are exact in both formats).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <algorithm>
+
+#include "cuda_check.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
-#include "cuda_check.hpp"
+#include "smooth_div.hpp"
 
 namespace svdquant::cuda {
 namespace {
 
-constexpr int kRowsPerBlock = 16;
 constexpr int kWarps = 8;
-constexpr int kXStride = kGroup + 8;  // smem row stride of the x tile in elements (144 bytes)
+constexpr int kRowTiles = 4;                  // row tiles of 16 per block
+constexpr int kGroupSets = kWarps / kRowTiles;  // warps sharing a row tile (interleaved groups)
+constexpr int kBlockRows = kRowTiles * 16;    // 64
+constexpr int kMaxChunkGroups = 8;
+constexpr int kTargetBlocks = 4 * 132;        // ~4 blocks per SM of an H100/H200
+constexpr int kMaxChunks = 32;
+
+enum class Mode { INT4, FP8_AMAX, FP8_CODES };
 
 template <bool BF16> struct HalfOps;
 template <> struct HalfOps<true> {
-  static __device__ float to_f32(uint16_t b) { return __uint_as_float(uint32_t(b) << 16); }
+  static __device__ float to_f32(uint32_t b) { return __uint_as_float(b << 16); }
   static __device__ uint16_t from_f32(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
+  // Two floats rounded to T, lo in the low half (one F2FP instruction).
+  static __device__ uint32_t pack2(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+  static __device__ void unpack2(uint32_t w, float& lo, float& hi) {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xFFFF0000u);
+  }
   static constexpr uint16_t kNaN = 0x7FC0;
+  static constexpr uint32_t kInf = 0x7F80;   // |T| bits at or above this are not finite
 };
 template <> struct HalfOps<false> {
-  static __device__ float to_f32(uint16_t b) { return __half2float(__ushort_as_half(b)); }
+  static __device__ float to_f32(uint32_t b) { return __half2float(__ushort_as_half(uint16_t(b))); }
   static __device__ uint16_t from_f32(float f) { return __half_as_ushort(__float2half_rn(f)); }
+  static __device__ uint32_t pack2(float lo, float hi) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+  static __device__ void unpack2(uint32_t w, float& lo, float& hi) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
+    lo = f.x;
+    hi = f.y;
+  }
   static constexpr uint16_t kNaN = 0x7E00;
+  static constexpr uint32_t kInf = 0x7C00;
 };
 
-// NaN-propagating max (NUMERICS.md §6): fmaxf alone would drop a NaN.
-__device__ __forceinline__ float nan_max(float a, float b) {
-  return (a != a || b != b) ? __uint_as_float(0x7FC00000u) : fmaxf(a, b);
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// x is read once (4-bit mode) or twice from L2 (fp8): keep it out of L1, which holds the shared
+// proj_down fragments and reciprocals.
+__device__ __forceinline__ uint4 load_stream(const uint16_t* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// Per-halfword unsigned max (one instruction on sm_90).
+__device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("max.u16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
 }
 
 template <bool BF16>
@@ -71,251 +141,359 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
   }
 }
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&a)[4], const void* smem_row) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-               : "r"(addr));
-}
-
-// §2: shift and smooth one element, each step rounded to T.
-template <class H>
-__device__ __forceinline__ float smoothed(uint16_t x, float smooth, bool act_unsigned) {
-  float v = H::to_f32(x);
-  if (act_unsigned) v = H::to_f32(H::from_f32(__fadd_rn(v, 0.171875f)));
-  return H::to_f32(H::from_f32(__fdiv_rn(v, smooth)));
-}
-
-// RT: rank tiles of 8 (Rpad = 8 RT); 0 when the layer has no low-rank branch. FP8: the first pass
-// of §5 (row amax instead of codes).
-template <bool BF16, int RT, bool FP8>
-__global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 3 : 2) act_quant_kernel(const ActQuantParams p) {
+// §2 for 8 consecutive columns k .. k+7 of one row: raw x in, xs out (both as 4 T pairs, low half
+// = lower column). rc: the 8 reciprocal pairs (hi, lo) as 4 float4. Padding rows (valid false:
+// zeros, whose xs nothing reads) skip the IEEE fallback.
+template <bool BF16, bool UNS>
+__device__ __forceinline__ uint4 smooth8(const uint4 raw, const float4 (&rc)[4], const uint16_t* smooth_k, bool valid) {
   using H = HalfOps<BF16>;
-  __shared__ __align__(16) uint16_t xtile[kWarps][kRowsPerBlock][kXStride];
-  __shared__ float lsum[kRowsPerBlock][RT > 0 ? RT * 8 : 1];
-
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int cc = lane % 8;   // 8-element column chunk of the group
-  const int rr = lane / 8;   // rows rr, rr + 4, rr + 8, rr + 12 of the block
-  const int64_t m0 = int64_t(blockIdx.x) * kRowsPerBlock;
-  const int64_t G = p.K / kGroup;
-  const int chunk = int(blockIdx.y), chunks = int(gridDim.y);
-  const float inv_qmax = p.act_unsigned ? __uint_as_float(0x3D888889u) : __uint_as_float(0x3E124925u);
-  const int qmin = p.act_unsigned ? 0 : -8, qmax = p.act_unsigned ? 15 : 7;
-
-  float acc[RT > 0 ? RT : 1][4] = {};
-
-  for (int64_t g = int64_t(chunk) * kWarps + warp; g < G && g < int64_t(chunk + 1) * kWarps; g += kWarps) {
-    const int64_t k0 = g * kGroup + cc * 8;
-    // The low-rank B fragments of this group do not depend on x: the first kPre of them are
-    // loaded now, so their latency overlaps that of the x loads (v4; before, all of them were a
-    // second round trip). 8 fragments (16 registers) keep R = 32 within 3 blocks per SM unspilled.
-    constexpr int kPre = RT > 0 ? (4 * RT < 8 ? 4 * RT : 8) : 1;
-    uint2 bpre[kPre];
-    if constexpr (RT > 0) {
-      const uint2* pd = reinterpret_cast<const uint2*>(p.pdfrag) + (g * 4) * RT * 32 + lane;
+  float a[8];
 #pragma unroll
-      for (int i = 0; i < kPre; ++i) bpre[i] = __ldg(pd + i * 32);
+  for (int i = 0; i < 4; ++i) {
+    H::unpack2(word(raw, i), a[2 * i], a[2 * i + 1]);
+    if constexpr (UNS) {  // x' = T(x + 0.171875)
+      H::unpack2(H::pack2(__fadd_rn(a[2 * i], 0.171875f), __fadd_rn(a[2 * i + 1], 0.171875f)), a[2 * i], a[2 * i + 1]);
     }
-    float sm[8];
-    {
-      const uint4 v = *reinterpret_cast<const uint4*>(p.smooth + k0);
-      const uint16_t* h = reinterpret_cast<const uint16_t*>(&v);
+  }
+  float q[8];
+  bool ok = true;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) sm[e] = H::to_f32(h[e]);
-    }
+  for (int i = 0; i < 4; ++i) {
+    q[2 * i] = smooth_quotient(a[2 * i], SmoothRcp{rc[i].x, rc[i].y});
+    q[2 * i + 1] = smooth_quotient(a[2 * i + 1], SmoothRcp{rc[i].z, rc[i].w});
+    ok &= smooth_quotient_ok(q[2 * i]) & smooth_quotient_ok(q[2 * i + 1]);
+  }
+  if (!ok && valid) {  // zeros, non-finite or extreme values: the IEEE division (rare)
+    const uint4 sv = *reinterpret_cast<const uint4*>(smooth_k);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int r = rr + 4 * i;
-      const int64_t m = m0 + r;
-      const bool valid = m < p.M;
-      uint4 raw = make_uint4(0, 0, 0, 0);
-      if (valid) raw = *reinterpret_cast<const uint4*>(p.x + m * p.K + k0);
-      *reinterpret_cast<uint4*>(&xtile[warp][r][cc * 8]) = raw;
-
-      const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
-      float xs[8];
-      float amax = 0.0f;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        xs[e] = smoothed<H>(h[e], sm[e], p.act_unsigned);
-        amax = nan_max(amax, fabsf(xs[e]));
-      }
-      amax = nan_max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 1));
-      amax = nan_max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 2));
-      amax = nan_max(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, 4));
-      if constexpr (FP8) {
-        if (cc == 0 && valid) atomicMax(&p.row_amax[m], __float_as_uint(amax));
-        continue;
-      }
-
-      // §3 / §6: the stored scale, then codes from the exact reciprocal of it.
-      uint16_t s_bits = H::from_f32(__fmul_rn(amax, inv_qmax));
-      const float s = H::to_f32(s_bits);
-      bool zero_codes = !valid || !(s != 0.0f) || isinf(s);
-      if (!valid) s_bits = 0;
-      if (!isfinite(amax) && valid) {
-        s_bits = H::kNaN;
-        zero_codes = true;
-      }
-      const float rcp = zero_codes ? 0.0f : __frcp_rn(s);
-      uint32_t packed[2];
-#pragma unroll
-      for (int e = 0; e < 8; e += 2) {
-        int q0 = 0, q1 = 0;
-        if (!zero_codes) {
-          q0 = min(max(__float2int_rn(__fmul_rn(xs[e], rcp)), qmin), qmax);
-          q1 = min(max(__float2int_rn(__fmul_rn(xs[e + 1], rcp)), qmin), qmax);
-        }
-        const __nv_fp8x2_storage_t c2 =
-            __nv_cvt_float2_to_fp8x2(make_float2(float(q0), float(q1)), __NV_SATFINITE, __NV_E4M3);
-        const uint32_t c = uint32_t(c2);
-        if ((e & 2) == 0) packed[e / 4] = c; else packed[e / 4] |= c << 16;
-      }
-      const int64_t mt = m / kTileM;
-      const int rt = int(m % kTileM);
-      uint8_t* tile = p.codes + (mt * G + g) * kCodeTileBytes;
-      *reinterpret_cast<uint2*>(tile + code_tile_offset(rt, cc * 8)) = make_uint2(packed[0], packed[1]);
-      if (cc == 0) {
-        const int64_t at = (mt * G + g) * kTileM + rt;
-        if (p.scale_f32) reinterpret_cast<float*>(p.ascale)[at] = H::to_f32(s_bits);
-        else p.ascale[at] = s_bits;
-      }
+      float s0, s1;
+      H::unpack2(word(sv, i), s0, s1);
+      q[2 * i] = __fdiv_rn(a[2 * i], s0);
+      q[2 * i + 1] = __fdiv_rn(a[2 * i + 1], s1);
     }
+  }
+  return make_uint4(H::pack2(q[0], q[1]), H::pack2(q[2], q[3]), H::pack2(q[4], q[5]), H::pack2(q[6], q[7]));
+}
 
-    if constexpr (RT > 0) {
-      __syncwarp();
-      const uint2* pd = reinterpret_cast<const uint2*>(p.pdfrag) + (g * 4) * RT * 32 + lane;
+// §3 int4 codes of 8 xs values (4 T pairs) as 8 e4m3 bytes (see the header for the rounding).
+template <bool BF16>
+__device__ __forceinline__ uint2 int4_codes8(const uint4 xs, float rcp, __half2 lo, __half2 hi) {
+  using H = HalfOps<BF16>;
+  constexpr float kMagic = 12609024.0f;  // 1.5 * 2^23 + 1536: bits 0x4B406600
+  const __half2 k1536 = __halves2half2(__ushort_as_half(0x6600), __ushort_as_half(0x6600));
+  uint32_t out[2];
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        uint32_t a[4];
-        ldmatrix_x4(a, &xtile[warp][lane % 16][kk * 16 + (lane / 16) * 8]);
+  for (int i = 0; i < 4; ++i) {
+    float x0, x1;
+    H::unpack2(word(xs, i), x0, x1);
+    const uint32_t r0 = __float_as_uint(__fadd_rn(__fmul_rn(x0, rcp), kMagic));
+    const uint32_t r1 = __float_as_uint(__fadd_rn(__fmul_rn(x1, rcp), kMagic));
+    const uint32_t v = __byte_perm(r0, r1, 0x5410);  // f16x2 (1536 + rne(q0), 1536 + rne(q1))
+    __half2 h = *reinterpret_cast<const __half2*>(&v);
+    h = __hsub2(__hmin2(__hmax2(h, lo), hi), k1536);
+    const __half2_raw hr = h;
+    const uint32_t c = uint32_t(__nv_cvt_halfraw2_to_fp8x2(hr, __NV_SATFINITE, __NV_E4M3));
+    if (i % 2 == 0) out[i / 2] = c;
+    else out[i / 2] |= c << 16;
+  }
+  return make_uint2(out[0], out[1]);
+}
+
+// §5 e4m3 codes of 8 xs values. A quotient that rounds above 448 (|q| > 464) is NaN (NUMERICS
+// §1); that needs s_row subnormal (else |q| <= 448 (1 + 2^-22)), so the test runs only then.
+template <bool BF16>
+__device__ __forceinline__ uint2 fp8_codes8(const uint4 xs, float s_row, bool s_normal) {
+  using H = HalfOps<BF16>;
+  uint32_t out[2];
 #pragma unroll
-        for (int j = 0; j < RT; ++j) {
-          const int i = kk * RT + j;
-          const uint2 b = i < kPre ? bpre[i % kPre] : __ldg(pd + i * 32);
-          mma_16816<BF16>(acc[j], a, b.x, b.y);
-        }
-      }
+  for (int i = 0; i < 4; ++i) {
+    float x0, x1;
+    H::unpack2(word(xs, i), x0, x1);
+    const float q0 = __fdiv_rn(x0, s_row), q1 = __fdiv_rn(x1, s_row);
+    uint32_t c = uint32_t(__nv_cvt_float2_to_fp8x2(make_float2(q0, q1), __NV_SATFINITE, __NV_E4M3));
+    if (!s_normal) {
+      if (fabsf(q0) > 464.0f) c = (c & 0xFF00u) | 0x7Fu;
+      if (fabsf(q1) > 464.0f) c = (c & 0x00FFu) | 0x7F00u;
     }
-    __syncwarp();
+    if (i % 2 == 0) out[i / 2] = c;
+    else out[i / 2] |= c << 16;
+  }
+  return make_uint2(out[0], out[1]);
+}
+
+// RT: rank tiles of 8 (Rpad = 8 RT); 0 when the layer has no low-rank branch (or in FP8_CODES).
+template <bool BF16, int RT, Mode MODE, bool UNS>
+__global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 2 : 1) act_quant_kernel(const ActQuantParams p, const int chunk_groups) {
+  using H = HalfOps<BF16>;
+  constexpr int R = RT * 8;
+  __shared__ float red[RT > 0 ? kRowTiles : 1][RT > 0 ? RT * 4 : 1][32];  // group set 1's sums
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int rt = warp % kRowTiles, gs = warp / kRowTiles;
+  const int g8 = lane / 4, t = lane % 4;
+  const int64_t K = p.K, G = K / kGroup;
+  const int64_t mrow[2] = {int64_t(blockIdx.x) * kBlockRows + rt * 16 + g8, int64_t(blockIdx.x) * kBlockRows + rt * 16 + g8 + 8};
+  const bool valid[2] = {mrow[0] < p.M, mrow[1] < p.M};
+  const int chunk = int(blockIdx.y), chunks = int(gridDim.y);
+  const int64_t gbeg = int64_t(chunk) * chunk_groups + gs;
+  const int64_t gend = G < int64_t(chunk + 1) * chunk_groups ? G : int64_t(chunk + 1) * chunk_groups;
+
+  const uint16_t* xrow[2] = {p.x + (valid[0] ? mrow[0] : 0) * K + 8 * t, p.x + (valid[1] ? mrow[1] : 0) * K + 8 * t};
+  const float4* rcp_tab = reinterpret_cast<const float4*>(p.smooth_rcp);  // float4 = 2 columns
+
+  // INT4 constants; FP8_CODES: the row's s_row.
+  const float inv_qmax = UNS ? __uint_as_float(0x3D888889u) : __uint_as_float(0x3E124925u);
+  // Clamp bounds as f16x2 values 1536 + qmin, 1536 + qmax (the codes are clamped before the shift
+  // back by 1536).
+  const __half2 clamp_lo = __half2half2(__ushort_as_half(uint16_t(UNS ? 0x6600 : 0x6600 - 8)));
+  const __half2 clamp_hi = __half2half2(__ushort_as_half(uint16_t(UNS ? 0x6600 + 15 : 0x6600 + 7)));
+  float s_row[2] = {0.0f, 0.0f};
+  bool fp8_zero[2] = {true, true}, s_normal[2] = {true, true};
+  if constexpr (MODE == Mode::FP8_CODES) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const uint32_t bits = valid[r] ? p.row_amax[mrow[r]] : 0u;
+      const bool finite = bits < 0x7F800000u;
+      s_row[r] = finite ? __fdiv_rn(__uint_as_float(bits), 448.0f) : __uint_as_float(0x7FC00000u);
+      fp8_zero[r] = !valid[r] || !finite || s_row[r] == 0.0f;
+      s_normal[r] = s_row[r] >= 0x1p-126f;
+      if (chunk == 0 && gs == 0 && t == 0) p.row_scale[mrow[r]] = valid[r] ? s_row[r] : 0.0f;
+    }
   }
 
-  if constexpr (RT > 0) {
-    // Add the warps' partial sums in warp order (deterministic).
-    const int g8 = lane / 4, t = lane % 4;
-    for (int w = 0; w < kWarps; ++w) {
-      if (warp == w) {
+  float acc[RT > 0 ? RT : 1][4] = {};
+  uint32_t row_amax16[2] = {0u, 0u};  // FP8_AMAX: max |xs| bits over this warp's groups
+
+  uint4 cur[4], nxt[4];  // x of the current / next group: [2 h + r]
+  auto load_group = [&](uint4 (&X)[4], int64_t g) {
 #pragma unroll
-        for (int j = 0; j < RT; ++j) {
+    for (int h = 0; h < 2; ++h)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int row = g8 + (e / 2) * 8, col = j * 8 + 2 * t + (e % 2);
-            lsum[row][col] = (w == 0) ? acc[j][e] : lsum[row][col] + acc[j][e];
+      for (int r = 0; r < 2; ++r)
+        X[2 * h + r] = valid[r] ? load_stream(xrow[r] + g * kGroup + 32 * h) : make_uint4(0, 0, 0, 0);
+  };
+
+  if (gbeg < gend) load_group(cur, gbeg);
+#pragma unroll 1
+  for (int64_t g = gbeg; g < gend; g += kGroupSets) {
+    const bool more = g + kGroupSets < gend;
+    if (more) load_group(nxt, g + kGroupSets);
+
+    uint4 xs[4];  // xs of this group, as T pairs: [2 h + r]
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t k0 = g * kGroup + 32 * h + 8 * t;
+      // Low-rank B fragments of this half: all rank tiles at once up to R = 32, loaded before the
+      // smoothing so that their (L1) latency hides behind it.
+      constexpr int kB = RT >= 4 ? 2 : RT > 0 ? RT : 1;
+      const uint4* pd = reinterpret_cast<const uint4*>(p.pdfrag) + ((g * 2 + h) * RT) * 32 + lane;
+      uint4 b[kB];
+      if constexpr (RT > 0 && MODE != Mode::FP8_CODES) {
+#pragma unroll
+        for (int j = 0; j < kB; ++j) b[j] = __ldg(pd + j * 32);
+      }
+      float4 rc[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) rc[i] = __ldg(rcp_tab + k0 / 2 + i);
+#pragma unroll
+      for (int r = 0; r < 2; ++r) xs[2 * h + r] = smooth8<BF16, UNS>(cur[2 * h + r], rc, p.smooth + k0, valid[r]);
+
+      if constexpr (RT > 0 && MODE != Mode::FP8_CODES) {
+#pragma unroll
+        for (int jb = 0; jb < RT; jb += kB) {
+          if (jb > 0) {
+#pragma unroll
+            for (int j = 0; j < kB; ++j) b[j] = __ldg(pd + (jb + j) * 32);
+          }
+#pragma unroll
+          for (int s = 0; s < 2; ++s) {
+            const uint32_t a[4] = {word(cur[2 * h], 2 * s), word(cur[2 * h + 1], 2 * s), word(cur[2 * h], 2 * s + 1),
+                                   word(cur[2 * h + 1], 2 * s + 1)};
+#pragma unroll
+            for (int j = 0; j < kB; ++j) mma_16816<BF16>(acc[jb + j], a, word(b[j], 2 * s), word(b[j], 2 * s + 1));
           }
         }
       }
-      __syncthreads();
     }
-    constexpr int R = RT * 8;
-    if (chunks == 1) {
-      for (int i = threadIdx.x; i < kRowsPerBlock * R; i += kWarps * 32) {
-        const int row = i / R, col = i % R;
-        p.lact[(m0 + row) * R + col] = lsum[row][col];
+
+    // |xs| maxima: T bits with the sign cleared order like the magnitudes (NaN above Inf above
+    // every finite value), so an unsigned halfword max is §6's NaN-propagating max.
+    uint32_t amax16[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      uint32_t m = 0;
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) m = max_u16x2(m, word(xs[2 * h + r], i) & 0x7FFF7FFFu);
+      m = max(m & 0xFFFFu, m >> 16);
+      if constexpr (MODE == Mode::FP8_AMAX) {
+        row_amax16[r] = max(row_amax16[r], m);
+      } else {
+        m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));
+        m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 2));
       }
-      return;
+      amax16[r] = m;
     }
-    const int64_t Mpad = int64_t(gridDim.x) * kRowsPerBlock;
-    for (int i = threadIdx.x; i < kRowsPerBlock * R; i += kWarps * 32) {
-      const int row = i / R, col = i % R;
-      p.lpart[(int64_t(chunk) * Mpad + m0 + row) * R + col] = lsum[row][col];
+
+    if constexpr (MODE != Mode::FP8_AMAX) {
+      const int64_t mt = mrow[0] / kTileM;  // both rows are in the same 128-row tile
+      uint8_t* tile = p.codes + (mt * G + g) * kCodeTileBytes;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int rr = int(mrow[r] % kTileM);
+        uint2 c[2];
+        if constexpr (MODE == Mode::INT4) {
+          // §3 / §6: the stored scale, then codes from the exact reciprocal of it.
+          const float amax = H::to_f32(amax16[r]);
+          uint16_t s_bits = H::from_f32(__fmul_rn(amax, inv_qmax));
+          const float s = H::to_f32(s_bits);
+          bool zero = !valid[r] || !(s != 0.0f) || isinf(s);
+          if (!valid[r]) s_bits = 0;
+          if (amax16[r] >= H::kInf && valid[r]) {
+            s_bits = H::kNaN;
+            zero = true;
+          }
+          const float rcp = zero ? 0.0f : __frcp_rn(s);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            c[h] = int4_codes8<BF16>(xs[2 * h + r], rcp, clamp_lo, clamp_hi);
+            if (zero) c[h] = make_uint2(0, 0);
+          }
+          if (t == 0) {
+            const int64_t at = (mt * G + g) * kTileM + rr;
+            if (p.scale_f32) reinterpret_cast<float*>(p.ascale)[at] = H::to_f32(s_bits);
+            else p.ascale[at] = s_bits;
+          }
+        } else {
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            c[h] = fp8_zero[r] ? make_uint2(0, 0) : fp8_codes8<BF16>(xs[2 * h + r], s_row[r], s_normal[r]);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          *reinterpret_cast<uint2*>(tile + (2 * h + t / 2) * 2048 + (rr / 8) * 128 + (rr % 8) * 16 + 8 * (t % 2)) = c[h];
+      }
     }
+
+    if (more) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) cur[i] = nxt[i];
+    }
+  }
+
+  if constexpr (MODE == Mode::FP8_AMAX) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      uint32_t m = row_amax16[r];
+      m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));
+      m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 2));
+      if (t == 0 && valid[r]) atomicMax(&p.row_amax[mrow[r]], __float_as_uint(H::to_f32(m)));
+    }
+  }
+
+  if constexpr (RT > 0 && MODE != Mode::FP8_CODES) {
+    // The two warps of a row tile: group set 0 adds group set 1's sums (fixed order).
+    if (gs == 1) {
+#pragma unroll
+      for (int j = 0; j < RT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) red[rt][j * 4 + e][lane] = acc[j][e];
+    }
+    __syncthreads();
+    // Accumulator element e of rank tile j: row g8 + 8 (e / 2), rank 8 j + 2 t + (e % 2).
+    const int64_t Mpad = int64_t(gridDim.x) * kBlockRows;
+    float* dst = chunks == 1 ? p.lact : p.lpart + int64_t(chunk) * Mpad * R;
+    if (gs == 0) {
+#pragma unroll
+      for (int j = 0; j < RT; ++j) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float v0 = acc[j][2 * r] + red[rt][j * 4 + 2 * r][lane];
+          const float v1 = acc[j][2 * r + 1] + red[rt][j * 4 + 2 * r + 1][lane];
+          *reinterpret_cast<float2*>(dst + mrow[r] * R + 8 * j + 2 * t) = make_float2(v0, v1);
+        }
+      }
+    }
+    if (chunks == 1) return;
     __threadfence();
     __syncthreads();
     __shared__ bool last;
     if (threadIdx.x == 0) {
       last = atomicAdd(&p.tickets[blockIdx.x], 1u) == unsigned(chunks - 1);
-      if (last) p.tickets[blockIdx.x] = 0;  // every block of this row tile has taken its ticket
+      if (last) p.tickets[blockIdx.x] = 0;  // every block of this row block has taken its ticket
     }
     __syncthreads();
     if (!last) return;
     __threadfence();
-    for (int i = threadIdx.x; i < kRowsPerBlock * R; i += kWarps * 32) {
-      const int row = i / R, col = i % R;
-      float sum = __ldcg(&p.lpart[(m0 + row) * R + col]);
-      for (int c = 1; c < chunks; ++c) sum += __ldcg(&p.lpart[(int64_t(c) * Mpad + m0 + row) * R + col]);
-      p.lact[(m0 + row) * R + col] = sum;
+    const int64_t m0 = int64_t(blockIdx.x) * kBlockRows;
+    for (int i = threadIdx.x; i < kBlockRows * R; i += kWarps * 32) {
+      const int64_t at = m0 * R + i;
+      float sum = __ldcg(&p.lpart[at]);
+#pragma unroll 4
+      for (int c = 1; c < chunks; ++c) sum += __ldcg(&p.lpart[int64_t(c) * Mpad * R + at]);
+      p.lact[at] = sum;
     }
   }
 }
 
-// §5, second pass: one thread per 8 consecutive elements of a padded row.
-template <bool BF16>
-__global__ void __launch_bounds__(256) fp8_quant_kernel(const ActQuantParams p) {
-  using H = HalfOps<BF16>;
-  const int64_t K8 = p.K / 8, Mpad = round_up(p.M, kTileM);
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= Mpad * K8) return;
-  const int64_t m = i / K8, k0 = (i % K8) * 8;
-  const bool valid = m < p.M;
-  const uint32_t bits = valid ? p.row_amax[m] : 0u;
-  const bool finite = bits < 0x7F800000u;
-  const float s_row = finite ? __fdiv_rn(__uint_as_float(bits), 448.0f) : __uint_as_float(0x7FC00000u);
-  if (k0 == 0) p.row_scale[m] = valid ? s_row : 0.0f;
-  uint32_t packed[2] = {0u, 0u};
-  if (valid && finite && s_row != 0.0f) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p.x + m * p.K + k0);
-    const uint4 smv = *reinterpret_cast<const uint4*>(p.smooth + k0);
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(&raw);
-    const uint16_t* sh = reinterpret_cast<const uint16_t*>(&smv);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const float q = __fdiv_rn(smoothed<H>(h[e], H::to_f32(sh[e]), p.act_unsigned), s_row);
-      // e4m3 RNE; a quotient that rounds above 448 (|q| > 464) is NaN (NUMERICS.md §1).
-      const uint32_t c = fabsf(q) > 464.0f ? 0x7Fu : uint32_t(__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3));
-      packed[e / 4] |= c << (8 * (e % 4));
-    }
-  }
-  const int64_t G = p.K / kGroup;
-  uint8_t* tile = p.codes + ((m / kTileM) * G + k0 / kGroup) * kCodeTileBytes;
-  *reinterpret_cast<uint2*>(tile + code_tile_offset(int(m % kTileM), int(k0 % kGroup))) = make_uint2(packed[0], packed[1]);
-}
-
-template <bool BF16, bool FP8>
-void launch_pass(const ActQuantParams& p, cudaStream_t stream) {
+template <bool BF16, Mode MODE, bool UNS>
+void launch_mode(const ActQuantParams& p, cudaStream_t stream) {
   const int64_t Mpad = round_up(p.M, kTileM);
-  const dim3 grid(unsigned(Mpad / kRowsPerBlock), unsigned(act_quant_chunks(p.K))), block(kWarps * 32);
-  switch (p.Rpad) {
-    case 0: act_quant_kernel<BF16, 0, FP8><<<grid, block, 0, stream>>>(p); break;
-    case 8: act_quant_kernel<BF16, 1, FP8><<<grid, block, 0, stream>>>(p); break;
-    case 16: act_quant_kernel<BF16, 2, FP8><<<grid, block, 0, stream>>>(p); break;
-    case 32: act_quant_kernel<BF16, 4, FP8><<<grid, block, 0, stream>>>(p); break;
-    case 64: act_quant_kernel<BF16, 8, FP8><<<grid, block, 0, stream>>>(p); break;
-    case 128: act_quant_kernel<BF16, 16, FP8><<<grid, block, 0, stream>>>(p); break;
+  const ActChunking ch = act_quant_chunking(Mpad, p.K);
+  const dim3 grid(unsigned(Mpad / kBlockRows), unsigned(ch.chunks)), block(kWarps * 32);
+  if constexpr (MODE == Mode::FP8_CODES) {
+    act_quant_kernel<BF16, 0, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups);
+  } else {
+    switch (p.Rpad) {
+    case 0: act_quant_kernel<BF16, 0, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
+    case 8: act_quant_kernel<BF16, 1, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
+    case 16: act_quant_kernel<BF16, 2, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
+    case 32: act_quant_kernel<BF16, 4, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
+    case 64: act_quant_kernel<BF16, 8, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
+    case 128: act_quant_kernel<BF16, 16, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
     default: throw UnsupportedError("cuda-sm90: padded rank " + std::to_string(p.Rpad) + " has no kernel");
+    }
   }
   check_launch("act_quant_kernel");
 }
 
-template <bool BF16>
+template <bool BF16, bool UNS>
 void launch_typed(const ActQuantParams& p, cudaStream_t stream) {
-  if (!p.fp8) return launch_pass<BF16, false>(p, stream);
+  if (!p.fp8) return launch_mode<BF16, Mode::INT4, UNS>(p, stream);
   const int64_t Mpad = round_up(p.M, kTileM);
   check(cudaMemsetAsync(p.row_amax, 0, size_t(Mpad) * sizeof(unsigned), stream), "cudaMemsetAsync(row_amax)");
-  launch_pass<BF16, true>(p, stream);
-  const int64_t threads = Mpad * (p.K / 8);
-  fp8_quant_kernel<BF16><<<unsigned(ceil_div(threads, 256)), 256, 0, stream>>>(p);
-  check_launch("fp8_quant_kernel");
+  launch_mode<BF16, Mode::FP8_AMAX, UNS>(p, stream);
+  launch_mode<BF16, Mode::FP8_CODES, UNS>(p, stream);
 }
 
 }  // namespace
 
-int act_quant_chunks(int64_t K) { return int(ceil_div(K / kGroup, kWarps)); }
+ActChunking act_quant_chunking(int64_t Mpad, int64_t K) {
+  const int64_t G = K / kGroup, row_blocks = round_up(Mpad, kTileM) / kBlockRows;
+  int C = kMaxChunkGroups;
+  while (C > 1 && row_blocks * ceil_div(G, C) < kTargetBlocks) C /= 2;
+  // At most kMaxChunks chunks: the last block of a row block adds them serially.
+  C = std::max(C, int(ceil_div(G, kMaxChunks)));
+  return ActChunking{C, int(ceil_div(G, C))};
+}
+
+int64_t act_quant_lpart_floats(int64_t Mpad, int64_t K, int Rpad) {
+  int64_t most = 0;
+  for (int64_t m = kTileM; m <= round_up(Mpad, kTileM); m += kTileM) {
+    const int chunks = act_quant_chunking(m, K).chunks;
+    if (chunks > 1) most = std::max(most, int64_t(chunks) * m * Rpad);
+  }
+  return most;
+}
+
+int64_t act_quant_tickets(int64_t Mpad) { return round_up(Mpad, kTileM) / kBlockRows; }
 
 void launch_act_quant(const ActQuantParams& p, cudaStream_t stream) {
   if (p.M == 0) return;
-  if (p.dtype == HalfType::BF16) launch_typed<true>(p, stream);
-  else launch_typed<false>(p, stream);
+  if (p.dtype == HalfType::BF16) p.act_unsigned ? launch_typed<true, true>(p, stream) : launch_typed<true, false>(p, stream);
+  else p.act_unsigned ? launch_typed<false, true>(p, stream) : launch_typed<false, false>(p, stream);
 }
 
 }  // namespace svdquant::cuda

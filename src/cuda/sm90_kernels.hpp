@@ -11,16 +11,19 @@ enum class HalfType : uint8_t { BF16, FP16 };
 
 // NUMERICS.md §2, §3 (int4) and §4.3 (low-rank down): one pass over x. With fp8 (§5): two
 // passes, the first for the row amax and the low-rank down projection, the second for the e4m3
-// codes (same tile layout) and the float32 row scales.
+// codes (same tile layout) and the float32 row scales. The output and scratch buffers are sized
+// and owned by ActWorkspace (act_workspace.hpp), which fills them in.
 struct ActQuantParams {
   const uint16_t* x = nullptr;        // [M, K] T
   const uint16_t* smooth = nullptr;   // [K] T
-  const uint32_t* pdfrag = nullptr;   // proj_down in mma B-fragment order (see act_quant.cu)
+  const float* smooth_rcp = nullptr;  // [K][2] reciprocal pairs (pack_smooth_reciprocal)
+  const uint32_t* pdfrag = nullptr;   // proj_down in mma B-fragment order (pack_proj_down, act_quant.cu)
   uint8_t* codes = nullptr;           // [Mt][G][8192] e4m3 (sm90_layout.hpp)
   uint16_t* ascale = nullptr;         // [Mt][G][128] T, or float32 (the same values) with scale_f32
   float* lact = nullptr;              // [Mpad, Rpad] float32
-  // With act_quant_chunks(K) > 1: per-chunk partial sums [chunks, Mpad, Rpad] and one ticket
-  // counter per 16 rows [Mpad / 16], zero before the first call (the kernel leaves them zero).
+  // With act_quant_chunking(Mpad, K).chunks > 1: per-chunk partial sums [chunks, Mpad, Rpad] and
+  // act_quant_tickets(Mpad) ticket counters, zero before the first call (the kernel leaves them
+  // zero).
   float* lpart = nullptr;
   unsigned* tickets = nullptr;
   int64_t M = 0, K = 0;
@@ -35,8 +38,17 @@ struct ActQuantParams {
   float* row_scale = nullptr;
 };
 void launch_act_quant(const ActQuantParams& p, cudaStream_t stream);
-// Number of K chunks (blocks per 16 rows) the activation kernel uses.
-int act_quant_chunks(int64_t K);
+// How the activation kernel splits K for Mpad (padded) rows: chunks of `groups` groups of 64, one
+// grid column per chunk.
+struct ActChunking {
+  int groups = 0;
+  int chunks = 0;
+};
+ActChunking act_quant_chunking(int64_t Mpad, int64_t K);
+// Floats of lpart needed by every call with up to Mpad rows (0: no partial sums needed), and the
+// number of ticket counters.
+int64_t act_quant_lpart_floats(int64_t Mpad, int64_t K, int Rpad);
+int64_t act_quant_tickets(int64_t Mpad);
 
 // How the GEMM combines the exact group sums: NUMERICS.md §4.1, §4.2, or §5 (fp8 activations:
 // one-sided group scales, float32 row scales applied in the epilogue).

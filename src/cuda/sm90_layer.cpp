@@ -63,6 +63,8 @@ Sm90Layer::Sm90Layer(const LayerWeights& w, const ForwardOptions& opt) {
   {
     const Tensor sm = contiguous_host(w.smooth);
     smooth_.upload(sm.data(), size_t(K) * 2);
+    const auto rcp = pack_smooth_reciprocal(sm, K);
+    smooth_rcp_.upload(rcp.data(), rcp.size() * 4);
   }
   if (Rpad_ > 0) {
     const auto pd = pack_proj_down(w.proj_down, K, R, Rpad_);
@@ -101,31 +103,18 @@ Sm90Layer::~Sm90Layer() {
 
 void Sm90Layer::ensure_workspace(int64_t M, bool capturing) const {
   const int64_t Mpad = round_up(M, kTileM);
-  if (Mpad <= ws_rows_) return;
+  if (Mpad <= ws_.rows()) return;
   if (capturing)
     throw UnsupportedError("cuda-sm90: CUDA-graph capture of a layer call with M = " + std::to_string(M) +
-                           " rows, more than its workspace holds (" + std::to_string(ws_rows_) +
+                           " rows, more than its workspace holds (" + std::to_string(ws_.rows()) +
                            "): run the layer once outside the capture with at least that many rows first");
   if (used_) check(cudaEventSynchronize(last_use_), "cudaEventSynchronize(workspace)");
   if (captured_) {
     // Captured graphs keep the buffers they were captured with: retire them instead of freeing.
-    for (DeviceBuffer* b : {&codes_, &ascale_, &lact_, &lpart_, &tickets_, &row_amax_, &row_scale_})
-      if (b->get()) retired_.push_back(std::move(*b));
+    for (DeviceBuffer& b : ws_.release()) retired_.push_back(std::move(b));
     captured_ = false;  // no graph has captured the new buffers yet
   }
-  const int64_t G = desc.K / kGroup, Mt = Mpad / kTileM;
-  codes_.resize(size_t(Mt * G * kCodeTileBytes));
-  ascale_.resize(size_t(Mt * G * kTileM * 4));
-  lact_.resize(size_t(Mpad * std::max<int64_t>(Rpad_, 1) * 4));
-  const int chunks = act_quant_chunks(desc.K);
-  lpart_.resize(chunks > 1 ? size_t(chunks * Mpad * std::max<int64_t>(Rpad_, 1) * 4) : 16);
-  tickets_.resize(size_t(Mpad / 16 * 4));
-  if (options.activations == Activations::FP8) {
-    row_amax_.resize(size_t(Mpad * 4));
-    row_scale_.resize(size_t(Mpad * 4));
-  }
-  check(cudaMemset(tickets_.get(), 0, tickets_.size()), "cudaMemset(tickets)");
-  ws_rows_ = Mpad;
+  ws_.allocate(Mpad, desc.K, int(Rpad_), options.activations == Activations::FP8);
 }
 
 void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
@@ -156,14 +145,11 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
 
   const HalfType ht = desc.dtype == HalfKind::BF16 ? HalfType::BF16 : HalfType::FP16;
   ActQuantParams a;
+  ws_.fill(a);
   a.x = x.data_as<uint16_t>();
   a.smooth = smooth_.as<uint16_t>();
+  a.smooth_rcp = smooth_rcp_.as<float>();
   a.pdfrag = pdfrag_.as<uint32_t>();
-  a.codes = codes_.as<uint8_t>();
-  a.ascale = ascale_.as<uint16_t>();
-  a.lact = lact_.as<float>();
-  a.lpart = lpart_.as<float>();
-  a.tickets = tickets_.as<unsigned>();
   a.scale_f32 = options.accumulate != Accumulate::HALF;
   a.M = M;
   a.K = K;
@@ -171,14 +157,12 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   a.act_unsigned = desc.act_unsigned;
   a.dtype = ht;
   a.fp8 = options.activations == Activations::FP8;
-  a.row_amax = row_amax_.as<unsigned>();
-  a.row_scale = row_scale_.as<float>();
   launch_act_quant(a, stream);
 
   GemmParams g;
-  g.codes = codes_.as<uint8_t>();
-  g.ascale = ascale_.get();
-  g.lact = lact_.as<float>();
+  g.codes = a.codes;
+  g.ascale = a.ascale;
+  g.lact = a.lact;
   g.wfrag = wfrag_.as<uint8_t>();
   g.wscale = wscale_.get();
   g.wcscales = wcscales_.as<float>();
@@ -191,7 +175,7 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   g.Rpad = int(Rpad_);
   g.alpha = alpha_;
   g.mode = a.fp8 ? GemmMode::FP8 : options.accumulate == Accumulate::HALF ? GemmMode::HALF : GemmMode::FP32;
-  g.row_scale = row_scale_.as<float>();
+  g.row_scale = a.row_scale;
   g.dtype = ht;
   launch_w4a4_gemm(g, stream);
 

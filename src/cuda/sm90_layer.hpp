@@ -7,6 +7,7 @@
 #include <mutex>
 #include <vector>
 
+#include "act_workspace.hpp"
 #include "device_buffer.hpp"
 #include "sm90_kernels.hpp"
 #include "svdquant/backend.hpp"
@@ -35,12 +36,11 @@ class Sm90Layer final : public PreparedLayer {
   int device_ = 0;
   int64_t Rpad_ = 0;
   float alpha_ = 1.0f;
-  DeviceBuffer wfrag_, wscale_, smooth_, pdfrag_, proj_up_, wcscales_, bias_;
+  DeviceBuffer wfrag_, wscale_, smooth_, smooth_rcp_, pdfrag_, proj_up_, wcscales_, bias_;
 
   // Workspace (grows with M, reused across calls).
   mutable std::mutex mutex_;
-  mutable int64_t ws_rows_ = 0;  // Mpad the workspace holds
-  mutable DeviceBuffer codes_, ascale_, lact_, lpart_, tickets_, row_amax_, row_scale_;  // row_*: fp8 only
+  mutable ActWorkspace ws_;
   mutable cudaEvent_t last_use_ = nullptr;
   mutable cudaStream_t last_stream_ = nullptr;
   mutable bool used_ = false;

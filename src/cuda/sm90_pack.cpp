@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include "sm90_layout.hpp"
+#include "smooth_div.hpp"
+#include "svdquant/float_formats.hpp"
 
 namespace svdquant::cuda {
 namespace {
@@ -48,19 +50,31 @@ std::vector<uint32_t> pack_proj_down(const Tensor& proj_down, int64_t K, int64_t
   const Tensor pd = contiguous_host(proj_down);
   const auto* src = pd.data_as<uint16_t>();
   const int64_t G = K / kGroup, RT = Rpad / 8;
-  std::vector<uint32_t> out(size_t(G * 4 * RT * 32 * 2), 0);
+  // 16 bytes per (group g, k half h, rank tile j, lane): word i = (pd[k][n], pd[k + 1][n]),
+  // k = 64 g + 32 h + 8 t + 2 i, n = 8 j + lane / 4, t = lane % 4 (see act_quant.cu).
+  std::vector<uint32_t> out(size_t(G * 2 * RT * 32 * 4), 0);
   auto at = [&](int64_t k, int64_t n) -> uint32_t { return n < R ? src[k * R + n] : 0; };
   for (int64_t g = 0; g < G; ++g)
-    for (int kk = 0; kk < 4; ++kk)
+    for (int h = 0; h < 2; ++h)
       for (int64_t j = 0; j < RT; ++j)
         for (int lane = 0; lane < 32; ++lane) {
-          const int64_t kb = g * kGroup + kk * 16, n = j * 8 + lane / 4, t = lane % 4;
-          const size_t idx = size_t((((g * 4 + kk) * RT + j) * 32 + lane) * 2);
-          out[idx] = at(kb + 2 * t, n) | (at(kb + 2 * t + 1, n) << 16);
-          out[idx + 1] = at(kb + 2 * t + 8, n) | (at(kb + 2 * t + 9, n) << 16);
+          const int64_t n = j * 8 + lane / 4, kb = g * kGroup + 32 * h + 8 * (lane % 4);
+          const size_t idx = size_t((((g * 2 + h) * RT + j) * 32 + lane) * 4);
+          for (int i = 0; i < 4; ++i) out[idx + size_t(i)] = at(kb + 2 * i, n) | (at(kb + 2 * i + 1, n) << 16);
         }
   return out;
 }
 
+std::vector<float> pack_smooth_reciprocal(const Tensor& smooth, int64_t K) {
+  const Tensor sm = contiguous_host(smooth);
+  const HalfKind T = sm.dtype() == DType::BF16 ? HalfKind::BF16 : HalfKind::FP16;
+  std::vector<float> out(size_t(2 * K));
+  for (int64_t k = 0; k < K; ++k) {
+    const SmoothRcp r = smooth_reciprocal(half_to_f32(T, sm.data_as<uint16_t>()[k]));
+    out[size_t(2 * k)] = r.hi;
+    out[size_t(2 * k + 1)] = r.lo;
+  }
+  return out;
+}
 
 }  // namespace svdquant::cuda

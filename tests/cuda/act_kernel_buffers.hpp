@@ -13,6 +13,7 @@
 
 #include "cuda_test_util.hpp"
 
+#include "act_workspace.hpp"
 #include "device_buffer.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
@@ -40,27 +41,23 @@ inline LayerWeights act_case_layer(const ActCase& c, uint64_t seed) {
 
 struct ActKernelBuffers {
   int64_t M = 0, K = 0, G = 0, Mpad = 0, Rpad = 0;
-  cuda::DeviceBuffer dx, pd, smooth, codes, ascale, lact, lpart, tickets, row_amax, row_scale;
+  cuda::DeviceBuffer dx, pd, smooth, smooth_rcp;
+  cuda::ActWorkspace ws;
+  cuda::DeviceBuffer &codes = ws.codes, &ascale = ws.ascale, &lact = ws.lact, &tickets = ws.tickets,
+                     &row_amax = ws.row_amax, &row_scale = ws.row_scale;
   cuda::ActQuantParams p;
 
   ActKernelBuffers(const LayerWeights& w, const Tensor& x, bool fp8) {
     M = x.size(0);
     K = w.desc.K;
     G = K / cuda::kGroup;
-    const int64_t Mt = cuda::ceil_div(M, cuda::kTileM);
-    Mpad = Mt * cuda::kTileM;
+    Mpad = cuda::round_up(M, cuda::kTileM);
     Rpad = cuda::padded_rank(w.desc.R);
-    const size_t r1 = size_t(std::max<int64_t>(Rpad, 1));
-    codes.resize(size_t(Mt * G * cuda::kCodeTileBytes));
-    ascale.resize(size_t(Mt * G * cuda::kTileM * 2));
-    lact.resize(size_t(Mpad) * r1 * 4);
-    lpart.resize(size_t(cuda::act_quant_chunks(K) * Mpad) * r1 * 4);
-    tickets.resize(size_t(Mpad / 16 * 4));
-    row_amax.resize(size_t(Mpad * 4));
-    row_scale.resize(size_t(Mpad * 4));
-    ok(cudaMemset(tickets.get(), 0, tickets.size()));
+    ws.allocate(M, K, int(Rpad), fp8);
     dx.upload(x.data(), x.nbytes());
     smooth.upload(w.smooth.data(), w.smooth.nbytes());
+    const auto rcp = cuda::pack_smooth_reciprocal(w.smooth, K);
+    smooth_rcp.upload(rcp.data(), rcp.size() * 4);
     if (Rpad > 0) {
       const auto frag = cuda::pack_proj_down(w.proj_down, K, w.desc.R, Rpad);
       pd.upload(frag.data(), frag.size() * 4);
@@ -68,24 +65,21 @@ struct ActKernelBuffers {
     ok(cudaMemset(codes.get(), 0x7F, codes.size()));
     ok(cudaMemset(ascale.get(), 0xFF, ascale.size()));
     ok(cudaMemset(lact.get(), 0xFF, lact.size()));
-    ok(cudaMemset(row_scale.get(), 0xFF, row_scale.size()));
-    ok(cudaMemset(row_amax.get(), 0x55, row_amax.size()));  // the launcher must clear it
+    if (fp8) {
+      ok(cudaMemset(row_scale.get(), 0xFF, row_scale.size()));
+      ok(cudaMemset(row_amax.get(), 0x55, row_amax.size()));  // the launcher must clear it
+    }
+    ws.fill(p);
     p.x = dx.as<uint16_t>();
     p.smooth = smooth.as<uint16_t>();
+    p.smooth_rcp = smooth_rcp.as<float>();
     p.pdfrag = pd.as<uint32_t>();
-    p.codes = codes.as<uint8_t>();
-    p.ascale = ascale.as<uint16_t>();
-    p.lact = lact.as<float>();
-    p.lpart = lpart.as<float>();
-    p.tickets = tickets.as<unsigned>();
     p.M = M;
     p.K = K;
     p.Rpad = int(Rpad);
     p.act_unsigned = w.desc.act_unsigned;
     p.dtype = w.desc.dtype == HalfKind::BF16 ? cuda::HalfType::BF16 : cuda::HalfType::FP16;
     p.fp8 = fp8;
-    p.row_amax = row_amax.as<unsigned>();
-    p.row_scale = row_scale.as<float>();
   }
 
   static void ok(cudaError_t e) {

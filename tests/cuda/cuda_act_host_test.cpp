@@ -1,0 +1,148 @@
+// Host-side checks of the activation kernel's arithmetic and layout tricks (act_quant.cu); they
+// need no GPU: the smoothing division by reciprocal pairs (smooth_div.hpp) against the float32
+// division, the int4 rounding by a magic constant, and the permuted k order of pack_proj_down
+// against a host model of the kernel's lane -> register mapping and of mma.m16n8k16.
+#include <gtest/gtest.h>
+
+#ifdef SVDQUANT_HAVE_CUDA
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "sm90_pack.hpp"
+#include "smooth_div.hpp"
+#include "svdquant/float_formats.hpp"
+#include "svdquant/tensor.hpp"
+
+using namespace svdquant;
+
+namespace {
+
+uint32_t bits_of(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+// Every finite T value a (both signs) against a sample of divisors b: where the range test passes,
+// the fast quotient is the float32 division bit for bit (the full 2^30 pairs per dtype were checked
+// once the same way; see smooth_div.hpp).
+TEST(ActKernelHost, SmoothDivisionMatchesFloatDivision) {
+  for (HalfKind T : {HalfKind::BF16, HalfKind::FP16}) {
+    const uint16_t inf = T == HalfKind::BF16 ? 0x7F80 : 0x7C00;
+    std::vector<float> divisors;
+    std::mt19937 rng(7);
+    for (int i = 0; i < 160; ++i) divisors.push_back(half_to_f32(T, uint16_t(1 + rng() % (inf - 1))));
+    for (uint16_t b : {uint16_t(1), uint16_t(2), uint16_t(3), uint16_t(0x3F80), uint16_t(0x3C00), uint16_t(inf - 1),
+                       uint16_t(0x0080), uint16_t(0x0400), uint16_t(0x3555), uint16_t(0x7777)})
+      divisors.push_back(half_to_f32(T, b));
+    int64_t fast = 0, bad = 0;
+    for (float b0 : divisors)
+      for (float b : {b0, -b0}) {
+        const cuda::SmoothRcp r = cuda::smooth_reciprocal(b);
+        for (uint32_t h = 0; h < 0x10000; ++h) {
+          if ((h & 0x7FFF) >= inf) continue;
+          const float a = half_to_f32(T, uint16_t(h));
+          const float q = cuda::smooth_quotient(a, r);
+          if (!cuda::smooth_quotient_ok(q)) continue;
+          ++fast;
+          bad += bits_of(q) != bits_of(a / b);
+        }
+      }
+    EXPECT_EQ(bad, 0) << (T == HalfKind::BF16 ? "bf16" : "fp16");
+    EXPECT_GT(fast, int64_t(divisors.size()) * 40000) << "the fast path covers ordinary values";
+    // Zeros, infinities and NaN never take the fast path.
+    const cuda::SmoothRcp one = cuda::smooth_reciprocal(1.5f);
+    for (float a : {0.0f, -0.0f, INFINITY, -INFINITY, NAN})
+      EXPECT_FALSE(cuda::smooth_quotient_ok(cuda::smooth_quotient(a, one)));
+    for (float b : {0.0f, INFINITY, NAN})
+      EXPECT_FALSE(cuda::smooth_quotient_ok(cuda::smooth_quotient(1.0f, cuda::smooth_reciprocal(b))));
+  }
+}
+
+// int4_codes8: rne(q) from the low 16 bits of q + (1.5 * 2^23 + 1536), read as an fp16 1536 + n.
+TEST(ActKernelHost, MagicRoundingIsRoundToNearestEven) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-24.0f, 24.0f);
+  std::vector<float> qs;
+  for (int i = 0; i < 200000; ++i) qs.push_back(u(rng));
+  for (int n = -24; n <= 24; ++n) {
+    qs.push_back(float(n) + 0.5f);  // ties
+    qs.push_back(std::nextafter(float(n) + 0.5f, 100.0f));
+    qs.push_back(std::nextafter(float(n) + 0.5f, -100.0f));
+    qs.push_back(float(n));
+  }
+  qs.push_back(-0.0f);
+  int64_t bad = 0;
+  for (float q : qs) {
+    const float r = q + 12609024.0f;
+    const float v = fp16_to_f32(uint16_t(bits_of(r) & 0xFFFF)) - 1536.0f;
+    bad += v != std::nearbyint(q);
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+// The kernel uses lane (g8 = lane / 4, t = lane % 4)'s x words directly as A fragments: for k half
+// h and sub-step s, a0 = row g8 word 2s, a1 = row g8 + 8 word 2s, a2 = row g8 word 2s + 1,
+// a3 = row g8 + 8 word 2s + 1, word w holding columns 32h + 8t + 2w, +1; b0, b1 = words 2s,
+// 2s + 1 of pack_proj_down's 16 bytes for (g, h, j, lane). Modelling mma.m16n8k16's fragment
+// ownership (a0: A[g8][2t, 2t+1], a1: A[g8+8][2t, 2t+1], a2: A[g8][2t+8, 2t+9], a3: A[g8+8][..];
+// b0: B[2t, 2t+1][g8], b1: B[2t+8, 2t+9][g8]), the MMAs must add up to x · proj_down exactly.
+TEST(ActKernelHost, ProjDownFragmentsMatchTheKernelsKOrder) {
+  const int64_t K = 128, R = 20, Rpad = 32, RT = Rpad / 8, G = K / 64;
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> small(-4, 4);
+  Tensor pd = Tensor::zeros(DType::BF16, {K, R});
+  std::vector<float> pdv(size_t(K * R)), xv(size_t(16 * K));
+  for (int64_t i = 0; i < K * R; ++i) {
+    pdv[size_t(i)] = float(small(rng));
+    pd.data_as<uint16_t>()[i] = f32_to_bf16(pdv[size_t(i)]);
+  }
+  for (auto& v : xv) v = float(small(rng));
+  const std::vector<uint32_t> frag = cuda::pack_proj_down(pd, K, R, Rpad);
+  ASSERT_EQ(frag.size(), size_t(G * 2 * RT * 32 * 4));
+  auto lo = [](uint32_t w) { return bf16_to_f32(uint16_t(w & 0xFFFF)); };
+  auto hi = [](uint32_t w) { return bf16_to_f32(uint16_t(w >> 16)); };
+  std::vector<double> c(size_t(16 * Rpad), 0.0);
+  for (int64_t g = 0; g < G; ++g)
+    for (int h = 0; h < 2; ++h)
+      for (int s = 0; s < 2; ++s)
+        for (int64_t j = 0; j < RT; ++j) {
+          float A[16][16] = {}, B[16][8] = {};
+          for (int lane = 0; lane < 32; ++lane) {
+            const int g8 = lane / 4, t = lane % 4;
+            auto xword = [&](int row, int w) {  // (x[row][k], x[row][k + 1]) as the kernel loads them
+              const int64_t k = g * 64 + 32 * h + 8 * t + 2 * w;
+              return std::pair<float, float>{xv[size_t(row * K + k)], xv[size_t(row * K + k + 1)]};
+            };
+            const auto a0 = xword(g8, 2 * s), a1 = xword(g8 + 8, 2 * s), a2 = xword(g8, 2 * s + 1),
+                       a3 = xword(g8 + 8, 2 * s + 1);
+            A[g8][2 * t] = a0.first, A[g8][2 * t + 1] = a0.second;
+            A[g8 + 8][2 * t] = a1.first, A[g8 + 8][2 * t + 1] = a1.second;
+            A[g8][2 * t + 8] = a2.first, A[g8][2 * t + 9] = a2.second;
+            A[g8 + 8][2 * t + 8] = a3.first, A[g8 + 8][2 * t + 9] = a3.second;
+            const uint32_t* f = &frag[size_t((((g * 2 + h) * RT + j) * 32 + lane) * 4)];
+            const uint32_t b0 = f[2 * s], b1 = f[2 * s + 1];
+            B[2 * t][g8] = lo(b0), B[2 * t + 1][g8] = hi(b0);
+            B[2 * t + 8][g8] = lo(b1), B[2 * t + 9][g8] = hi(b1);
+          }
+          for (int row = 0; row < 16; ++row)
+            for (int n = 0; n < 8; ++n)
+              for (int ks = 0; ks < 16; ++ks) c[size_t(row * Rpad + 8 * j + n)] += double(A[row][ks]) * B[ks][n];
+        }
+  int64_t bad = 0;
+  for (int row = 0; row < 16; ++row)
+    for (int64_t n = 0; n < Rpad; ++n) {
+      double want = 0;
+      if (n < R)
+        for (int64_t k = 0; k < K; ++k) want += double(xv[size_t(row * K + k)]) * pdv[size_t(k * R + n)];
+      bad += c[size_t(row * Rpad + n)] != want;
+    }
+  EXPECT_EQ(bad, 0);
+}
+
+}  // namespace
+
+#endif  // SVDQUANT_HAVE_CUDA
