@@ -3,7 +3,7 @@
 # (tests and benchmarks on), run the GPU tests, compute-sanitizer (memcheck, racecheck) on a
 # subset, and the benchmark; print a short table last. Logs go to $OUT (default: ./gpu-check-out).
 #
-#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [ncu] [stalls]   (default: the first four)
+#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [ncu] [actncu] [stalls]   (default: the first four)
 #
 # Dependencies: scripts/gpu-deps.sh (the .debs that scripts/fetch-gpu-deps.sh put into .deps/,
 # unpacked under /tmp where the dev packages are missing).
@@ -97,6 +97,23 @@ if has ncu; then
   fi
 fi
 
+if has actncu; then
+  # The activation kernel's first launches in `cuda_bench --profile` (M = 4608, K = N = 3072):
+  # throughput, occupancy and where its warps wait.
+  BENCH=$BUILD/bench/cuda/cuda_bench
+  if [ -x "$BENCH" ] && command -v ncu > /dev/null; then
+    ncu --clock-control none --kernel-name regex:act_quant --launch-count 3 --section SpeedOfLight \
+      --section Occupancy --section LaunchStats --section WarpStateStats \
+      --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,dram__throughput.avg.pct_of_peak_sustained_elapsed' \
+      "$BENCH" --profile > "$OUT/actncu.log" 2>&1
+    RESULT[actncu]="rc=$? (actncu.log)"
+    grep -E "act_quant_kernel|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Theoretical Occ|dram__throughput" "$OUT/actncu.log" | cut -c1-120 | head -40 > "$OUT/actncu-summary.log"
+    awk '/act_quant_kernel/{print substr($0,1,100)} /issue_stalled/{if ($NF+0 > 0.5) print}' "$OUT/actncu.log" | head -40 >> "$OUT/actncu-summary.log"
+  else
+    RESULT[actncu]="not built or no ncu"
+  fi
+fi
+
 if has stalls; then
   # Where the GEMM's warps wait: stall reasons per issued instruction of the first GEMM launches
   # of `cuda_bench --profile` (M = 4608, K = N = 3072: fp32, half, fp8 accumulation, twice each).
@@ -114,10 +131,11 @@ fi
 echo
 echo "==================== gpu-check summary ===================="
 head -2 "$OUT/env.log" | tail -1
-for k in build sass tests memcheck racecheck bench ncu stalls; do
+for k in build sass tests memcheck racecheck bench ncu actncu stalls; do
   [ -n "${RESULT[$k]:-}" ] && printf "%-10s %s\n" "$k" "${RESULT[$k]}"
 done
 [ -f "$OUT/ncu-summary.log" ] && cat "$OUT/ncu-summary.log"
 [ -f "$OUT/stalls-summary.log" ] && cat "$OUT/stalls-summary.log"
+[ -f "$OUT/actncu-summary.log" ] && cat "$OUT/actncu-summary.log"
 [ -f "$OUT/bench.log" ] && grep -E "^\||^M=|^device" "$OUT/bench.log" | head -40
 exit 0

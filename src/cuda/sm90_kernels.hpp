@@ -54,8 +54,8 @@ int64_t act_quant_tickets(int64_t Mpad);
 // one-sided group scales, float32 row scales applied in the epilogue).
 enum class GemmMode : uint8_t { FP32, HALF, FP8 };
 
-// Weight rows per GEMM CTA tile (w4a4_gemm.cu): 256 by default unless that leaves SMs idle, then
-// 128 (docs/perf-notes.md v6). The explicit choices exist for cuda_bench's comparison.
+// Weight rows per GEMM CTA tile (w4a4_gemm.cu): AUTO is 128, measured faster (docs/perf-notes.md
+// v6); 256 stays selectable for cuda_bench's comparison.
 enum class GemmTile : uint8_t { AUTO, ROWS128, ROWS256 };
 
 // NUMERICS.md §4: the W4A4 GEMM with the per-group scaling, epilogue and low-rank up projection.

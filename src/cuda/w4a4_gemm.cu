@@ -568,12 +568,10 @@ void launch_typed(const GemmParams& p, int sms, cudaStream_t stream) {
   check_launch("w4a4_gemm_kernel");
 }
 
-// NH = 2 unless that leaves SMs idle (fewer 256-row tiles than SMs), or as asked.
-int pick_nh(const GemmParams& p, int sms) {
-  if (p.tile == GemmTile::ROWS128) return 1;
-  if (p.tile == GemmTile::ROWS256) return 2;
-  return ceil_div(p.N, 2 * kTileN) * ceil_div(p.M, kTileM) >= sms ? 2 : 1;
-}
+// NH = 1 unless asked: measured faster at every benchmark shape (docs/perf-notes.md v6: with
+// the float32 accumulators of 256 rows only two n64 partial sums fit the registers, too little
+// tensor-core work in flight; the loads, which 256 rows reduce, are not what bounds the kernel).
+int pick_nh(const GemmParams& p, int /*sms*/) { return p.tile == GemmTile::ROWS256 ? 2 : 1; }
 
 template <bool BF16, GemmMode MODE, int SKIP>
 void launch_nh(const GemmParams& p, cudaStream_t stream) {
