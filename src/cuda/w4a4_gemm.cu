@@ -82,7 +82,9 @@ struct AFrag {
 };
 
 // Partial-sum registers per buffer (see consume()).
-template <int NH> inline constexpr int kPartN = NH == 1 ? 64 : 32;
+template <GemmTile TILE> inline constexpr int kPartN = TILE == GemmTile::ROWS128 ? 64 : 32;
+// m64 blocks per consumer warpgroup (weight tiles of 128 rows per CTA).
+template <GemmTile TILE> inline constexpr int kTileNH = TILE == GemmTile::ROWS256 ? 2 : 1;
 
 // A compile-time index passed to a generic lambda (accumulator arrays are indexed by constants only).
 template <int I> struct Int { static constexpr int value = I; };
@@ -122,7 +124,7 @@ __device__ __forceinline__ uint32_t int4x4_to_e4m3(uint32_t w) {
 // re-arms them), bit 3 splits the code tile's copy into four (same bytes, more copies). Real calls use SKIP = 0: no instruction but a wgmma then writes the partial-sum
 // registers, so ptxas keeps the wgmmas asynchronous (with the profiling branches in the same
 // kernel it serialized them, warning C7515).
-template <bool BF16, GemmMode MODE, int SKIP, int NH>
+template <bool BF16, GemmMode MODE, int SKIP, GemmTile TILE, int NH = kTileNH<TILE>>
 __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, uint64_t* full, uint64_t* empty,
                                         uint8_t* epi, int64_t n_tiles, int64_t total) {
   using H = Half<BF16>;
@@ -134,7 +136,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
   // Partial sums per buffer: NH = 1 keeps whole m64 x n128 results in two 64-register buffers;
   // NH = 2 (float32 accumulators for 128 weight rows take 128 registers) splits each block's
   // group into two n64 halves of the activation rows, two 32-register buffers (v6.1).
-  constexpr int PN = kPartN<NH>;
+  constexpr int PN = kPartN<TILE>;
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wg = warp / 4, tid = threadIdx.x % 128, wq = warp % 4;
@@ -144,6 +146,8 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
   float acc[HALF_ACC ? 1 : NH][64] = {};
   typename H::T2 hacc[HALF_ACC ? NH : 1][32] = {};
   float part0[PN], part1[PN];
+  // ROWS128_N64: four n64 buffers, three in flight while one is folded (v6.2).
+  float part2[TILE == GemmTile::ROWS128_N64 ? PN : 1], part3[TILE == GemmTile::ROWS128_N64 ? PN : 1];
 
   // m64 block b = NH * wg + h of the CTA tile is fragment half b % 2 of weight tile b / 2: its
   // A registers for the two k32 steps of a group, expanded from int4 to e4m3.
@@ -165,7 +169,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
   // Issues the two wgmma k32 steps of a group into `part` (one commit group): all 128 activation
   // rows (PN = 64) or the n64 half `nh` of them (PN = 32: rows 64 nh .., code tile offset
   // 8 core-matrix rows of 128 bytes per 8 rows).
-  auto issue = [&](float(&part)[kPartN<NH>], const AFrag& a, const St& st, auto nhc) {
+  auto issue = [&](float(&part)[kPartN<TILE>], const AFrag& a, const St& st, auto nhc) {
     constexpr int nh = decltype(nhc)::value;
     [[maybe_unused]] const uint8_t* codes = st.codes + nh * 8 * 128;
     wgmma_fence();
@@ -183,7 +187,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
   // Folds a completed partial sum of block h (activation-row half nh) into its accumulator.
   // part[4j + e]: weight row rw + 8 (e / 2) of the block, activation row 8 J + 2 t + e % 2 with
   // J = (PN / 4) nh + j, which is accumulator element 4 J + e (the m64n128 layout).
-  auto fold = [&](float(&part)[kPartN<NH>], const St& st, auto hc, auto nhc) {
+  auto fold = [&](float(&part)[kPartN<TILE>], const St& st, auto hc, auto nhc) {
     constexpr int h = decltype(hc)::value, nh = decltype(nhc)::value, J0 = (PN / 4) * nh;
     fence_regs(part);
     [[maybe_unused]] const int b = NH * wg + h, r0 = (b % 2) * 64 + rw;  // row in weight tile b / 2
@@ -277,6 +281,78 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
         wgmma_wait<0>();
         fold(part1, st, Int<1>{}, Int<1>{});
         release(g);
+      }
+    } else if constexpr (TILE == GemmTile::ROWS128_N64) {
+      // Two steps per group (activation-row halves nh = 0, 1) in four n64 buffers, two groups in
+      // flight: while a step is folded, two or three other steps' wgmmas run (ROWS128's two n128
+      // buffers keep one, half the tensor work). Even groups' A registers in aA, odd groups' in
+      // aB; stA / stB their stages.
+      auto fold_release = [&](float(&part)[kPartN<TILE>], const St& st, auto nhc, int64_t g) {
+        fold(part, st, Int<0>{}, nhc);
+        if constexpr (decltype(nhc)::value == 1) release(g);
+      };
+      if (G == 1) {
+        const St& st = acquire(0);
+        const AFrag a = afrag(st, Int<0>{});
+        issue(part0, a, st, Int<0>{});
+        issue(part1, a, st, Int<1>{});
+        wgmma_wait<1>();
+        fold_release(part0, st, Int<0>{}, 0);
+        wgmma_wait<0>();
+        fold_release(part1, st, Int<1>{}, 0);
+      } else {
+        const St* stA = &acquire(0);
+        AFrag aA = afrag(*stA, Int<0>{});
+        issue(part0, aA, *stA, Int<0>{});
+        issue(part1, aA, *stA, Int<1>{});
+        const St* stB = &acquire(1);
+        AFrag aB = afrag(*stB, Int<0>{});
+        issue(part2, aB, *stB, Int<0>{});
+        issue(part3, aB, *stB, Int<1>{});
+        int64_t g = 0;  // on entry groups g (part0, part1) and g + 1 (part2, part3) are in flight
+        for (; g + 3 < G; g += 2) {
+          wgmma_wait<3>();
+          fold_release(part0, *stA, Int<0>{}, g);
+          wgmma_wait<2>();
+          fold_release(part1, *stA, Int<1>{}, g);
+          // Group g's wgmmas are complete, so its A registers may be redefined (defining them
+          // while a wgmma that reads them is in flight serializes every wgmma, C7513).
+          stA = &acquire(g + 2);
+          aA = afrag(*stA, Int<0>{});
+          issue(part0, aA, *stA, Int<0>{});
+          issue(part1, aA, *stA, Int<1>{});
+          wgmma_wait<3>();
+          fold_release(part2, *stB, Int<0>{}, g + 1);
+          wgmma_wait<2>();
+          fold_release(part3, *stB, Int<1>{}, g + 1);
+          stB = &acquire(g + 3);
+          aB = afrag(*stB, Int<0>{});
+          issue(part2, aB, *stB, Int<0>{});
+          issue(part3, aB, *stB, Int<1>{});
+        }
+        wgmma_wait<3>();
+        fold_release(part0, *stA, Int<0>{}, g);
+        wgmma_wait<2>();
+        fold_release(part1, *stA, Int<1>{}, g);
+        if (g + 3 == G) {
+          stA = &acquire(g + 2);
+          aA = afrag(*stA, Int<0>{});
+          issue(part0, aA, *stA, Int<0>{});
+          issue(part1, aA, *stA, Int<1>{});
+          wgmma_wait<3>();
+          fold_release(part2, *stB, Int<0>{}, g + 1);
+          wgmma_wait<2>();
+          fold_release(part3, *stB, Int<1>{}, g + 1);
+          wgmma_wait<1>();
+          fold_release(part0, *stA, Int<0>{}, g + 2);
+          wgmma_wait<0>();
+          fold_release(part1, *stA, Int<1>{}, g + 2);
+        } else {  // g + 2 == G
+          wgmma_wait<1>();
+          fold_release(part2, *stB, Int<0>{}, g + 1);
+          wgmma_wait<0>();
+          fold_release(part3, *stB, Int<1>{}, g + 1);
+        }
       }
     } else {
       // NH = 1: even groups in part0, odd groups in part1; group g + 1's wgmma runs while group g
@@ -477,7 +553,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
   }
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, int NH>
+template <bool BF16, GemmMode MODE, int SKIP, GemmTile TILE, int NH = kTileNH<TILE>>
 __global__ void __launch_bounds__(kThreads, 1)
     w4a4_gemm_kernel(const GemmParams p, const int64_t n_tiles, const int64_t total) {
   using C = Config<NH>;
@@ -544,7 +620,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   } else {
     setmaxnreg_inc<240>();
-    consume<BF16, MODE, SKIP, NH>(p, stages, full, empty, epi, n_tiles, total);
+    consume<BF16, MODE, SKIP, TILE>(p, stages, full, empty, epi, n_tiles, total);
   }
 }
 
@@ -555,10 +631,10 @@ int sm_count() {
   return n;
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, int NH>
+template <bool BF16, GemmMode MODE, int SKIP, GemmTile TILE>
 void launch_typed(const GemmParams& p, int sms, cudaStream_t stream) {
-  using C = Config<NH>;
-  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, NH>;
+  using C = Config<kTileNH<TILE>>;
+  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, TILE>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes)),
         "cudaFuncSetAttribute(w4a4_gemm_kernel)");
   // The weight buffers hold weight_tiles(N) tiles, a multiple of kCtaWeightTiles (sm90_layout.hpp).
@@ -571,13 +647,20 @@ void launch_typed(const GemmParams& p, int sms, cudaStream_t stream) {
 // NH = 1 unless asked: measured faster at every benchmark shape (docs/perf-notes.md v6: with
 // the float32 accumulators of 256 rows only two n64 partial sums fit the registers, too little
 // tensor-core work in flight; the loads, which 256 rows reduce, are not what bounds the kernel).
-int pick_nh(const GemmParams& p, int /*sms*/) { return p.tile == GemmTile::ROWS256 ? 2 : 1; }
+GemmTile pick_tile(const GemmParams& p) { return p.tile == GemmTile::AUTO ? GemmTile::ROWS128 : p.tile; }
 
 template <bool BF16, GemmMode MODE, int SKIP>
-void launch_nh(const GemmParams& p, cudaStream_t stream) {
+void launch_tile(const GemmParams& p, cudaStream_t stream) {
   const int sms = sm_count();
-  if (pick_nh(p, sms) == 2) launch_typed<BF16, MODE, SKIP, 2>(p, sms, stream);
-  else launch_typed<BF16, MODE, SKIP, 1>(p, sms, stream);
+  if constexpr (SKIP != 0) {  // profiling: the automatic tile only
+    launch_typed<BF16, MODE, SKIP, GemmTile::ROWS128>(p, sms, stream);
+  } else {
+    switch (pick_tile(p)) {
+      case GemmTile::ROWS256: return launch_typed<BF16, MODE, SKIP, GemmTile::ROWS256>(p, sms, stream);
+      case GemmTile::ROWS128_N64: return launch_typed<BF16, MODE, SKIP, GemmTile::ROWS128_N64>(p, sms, stream);
+      default: return launch_typed<BF16, MODE, SKIP, GemmTile::ROWS128>(p, sms, stream);
+    }
+  }
 }
 
 }  // namespace
@@ -588,19 +671,19 @@ void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
     if (p.dtype != HalfType::BF16 || p.mode != GemmMode::FP32)
       throw UnsupportedError("cuda-sm90: GEMM profiling variants exist for bf16 fp32 accumulation only");
     switch (p.profile_skip) {
-      case 1: launch_nh<true, GemmMode::FP32, 1>(p, stream); return;
-      case 2: launch_nh<true, GemmMode::FP32, 2>(p, stream); return;
-      case 3: launch_nh<true, GemmMode::FP32, 3>(p, stream); return;
-      case 4: launch_nh<true, GemmMode::FP32, 4>(p, stream); return;
-      case 11: launch_nh<true, GemmMode::FP32, 11>(p, stream); return;
+      case 1: launch_tile<true, GemmMode::FP32, 1>(p, stream); return;
+      case 2: launch_tile<true, GemmMode::FP32, 2>(p, stream); return;
+      case 3: launch_tile<true, GemmMode::FP32, 3>(p, stream); return;
+      case 4: launch_tile<true, GemmMode::FP32, 4>(p, stream); return;
+      case 11: launch_tile<true, GemmMode::FP32, 11>(p, stream); return;
       default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..4 or 11");
     }
   }
   const bool bf16 = p.dtype == HalfType::BF16;
   switch (p.mode) {
-    case GemmMode::FP32: bf16 ? launch_nh<true, GemmMode::FP32, 0>(p, stream) : launch_nh<false, GemmMode::FP32, 0>(p, stream); break;
-    case GemmMode::HALF: bf16 ? launch_nh<true, GemmMode::HALF, 0>(p, stream) : launch_nh<false, GemmMode::HALF, 0>(p, stream); break;
-    case GemmMode::FP8: bf16 ? launch_nh<true, GemmMode::FP8, 0>(p, stream) : launch_nh<false, GemmMode::FP8, 0>(p, stream); break;
+    case GemmMode::FP32: bf16 ? launch_tile<true, GemmMode::FP32, 0>(p, stream) : launch_tile<false, GemmMode::FP32, 0>(p, stream); break;
+    case GemmMode::HALF: bf16 ? launch_tile<true, GemmMode::HALF, 0>(p, stream) : launch_tile<false, GemmMode::HALF, 0>(p, stream); break;
+    case GemmMode::FP8: bf16 ? launch_tile<true, GemmMode::FP8, 0>(p, stream) : launch_tile<false, GemmMode::FP8, 0>(p, stream); break;
   }
 }
 
