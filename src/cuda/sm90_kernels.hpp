@@ -56,8 +56,7 @@ enum class GemmMode : uint8_t { FP32, HALF, FP8 };
 
 // Weight rows per GEMM CTA tile (w4a4_gemm.cu): AUTO is 128, measured faster (docs/perf-notes.md
 // v6); 256 stays selectable for cuda_bench's comparison.
-// ROWS128_N64: 128 rows with the partial sums in four n64 buffers (more wgmma work in flight).
-enum class GemmTile : uint8_t { AUTO, ROWS128, ROWS256, ROWS128_N64 };
+enum class GemmTile : uint8_t { AUTO, ROWS128, ROWS256 };
 
 // NUMERICS.md §4: the W4A4 GEMM with the per-group scaling, epilogue and low-rank up projection.
 struct GemmParams {

@@ -146,8 +146,6 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
   float acc[HALF_ACC ? 1 : NH][64] = {};
   typename H::T2 hacc[HALF_ACC ? NH : 1][32] = {};
   float part0[PN], part1[PN];
-  // ROWS128_N64: four n64 buffers, three in flight while one is folded (v6.2).
-  float part2[TILE == GemmTile::ROWS128_N64 ? PN : 1], part3[TILE == GemmTile::ROWS128_N64 ? PN : 1];
 
   // m64 block b = NH * wg + h of the CTA tile is fragment half b % 2 of weight tile b / 2: its
   // A registers for the two k32 steps of a group, expanded from int4 to e4m3.
@@ -282,78 +280,6 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
         fold(part1, st, Int<1>{}, Int<1>{});
         release(g);
       }
-    } else if constexpr (TILE == GemmTile::ROWS128_N64) {
-      // Two steps per group (activation-row halves nh = 0, 1) in four n64 buffers, two groups in
-      // flight: while a step is folded, two or three other steps' wgmmas run (ROWS128's two n128
-      // buffers keep one, half the tensor work). Even groups' A registers in aA, odd groups' in
-      // aB; stA / stB their stages.
-      auto fold_release = [&](float(&part)[kPartN<TILE>], const St& st, auto nhc, int64_t g) {
-        fold(part, st, Int<0>{}, nhc);
-        if constexpr (decltype(nhc)::value == 1) release(g);
-      };
-      if (G == 1) {
-        const St& st = acquire(0);
-        const AFrag a = afrag(st, Int<0>{});
-        issue(part0, a, st, Int<0>{});
-        issue(part1, a, st, Int<1>{});
-        wgmma_wait<1>();
-        fold_release(part0, st, Int<0>{}, 0);
-        wgmma_wait<0>();
-        fold_release(part1, st, Int<1>{}, 0);
-      } else {
-        const St* stA = &acquire(0);
-        AFrag aA = afrag(*stA, Int<0>{});
-        issue(part0, aA, *stA, Int<0>{});
-        issue(part1, aA, *stA, Int<1>{});
-        const St* stB = &acquire(1);
-        AFrag aB = afrag(*stB, Int<0>{});
-        issue(part2, aB, *stB, Int<0>{});
-        issue(part3, aB, *stB, Int<1>{});
-        int64_t g = 0;  // on entry groups g (part0, part1) and g + 1 (part2, part3) are in flight
-        for (; g + 3 < G; g += 2) {
-          wgmma_wait<3>();
-          fold_release(part0, *stA, Int<0>{}, g);
-          wgmma_wait<2>();
-          fold_release(part1, *stA, Int<1>{}, g);
-          // Group g's wgmmas are complete, so its A registers may be redefined (defining them
-          // while a wgmma that reads them is in flight serializes every wgmma, C7513).
-          stA = &acquire(g + 2);
-          aA = afrag(*stA, Int<0>{});
-          issue(part0, aA, *stA, Int<0>{});
-          issue(part1, aA, *stA, Int<1>{});
-          wgmma_wait<3>();
-          fold_release(part2, *stB, Int<0>{}, g + 1);
-          wgmma_wait<2>();
-          fold_release(part3, *stB, Int<1>{}, g + 1);
-          stB = &acquire(g + 3);
-          aB = afrag(*stB, Int<0>{});
-          issue(part2, aB, *stB, Int<0>{});
-          issue(part3, aB, *stB, Int<1>{});
-        }
-        wgmma_wait<3>();
-        fold_release(part0, *stA, Int<0>{}, g);
-        wgmma_wait<2>();
-        fold_release(part1, *stA, Int<1>{}, g);
-        if (g + 3 == G) {
-          stA = &acquire(g + 2);
-          aA = afrag(*stA, Int<0>{});
-          issue(part0, aA, *stA, Int<0>{});
-          issue(part1, aA, *stA, Int<1>{});
-          wgmma_wait<3>();
-          fold_release(part2, *stB, Int<0>{}, g + 1);
-          wgmma_wait<2>();
-          fold_release(part3, *stB, Int<1>{}, g + 1);
-          wgmma_wait<1>();
-          fold_release(part0, *stA, Int<0>{}, g + 2);
-          wgmma_wait<0>();
-          fold_release(part1, *stA, Int<1>{}, g + 2);
-        } else {  // g + 2 == G
-          wgmma_wait<1>();
-          fold_release(part2, *stB, Int<0>{}, g + 1);
-          wgmma_wait<0>();
-          fold_release(part3, *stB, Int<1>{}, g + 1);
-        }
-      }
     } else {
       // NH = 1: even groups in part0, odd groups in part1; group g + 1's wgmma runs while group g
       // is folded.
@@ -404,33 +330,59 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
     uint8_t* llo = epi + kTileM * Rk * 2;
     named_barrier(1, kConsumerThreads);  // the previous tile's stores have read the staged outputs
     const int q4 = Rk / 4;               // 4-rank pieces per row
-    for (int i = threadIdx.x; i < kTileM * q4; i += kConsumerThreads) {
-      const int m = i / q4, r = (i % q4) * 4;
-      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (r < Rpad) v = *reinterpret_cast<const float4*>(&p.lact[(mt * kTileM + m) * Rpad + r]);
-      const float f[4] = {v.x, v.y, v.z, v.w};
-      uint16_t hi[4], lo[4];
+    // Four float4 loads in flight per thread before any is converted (one dependent L2 round
+    // trip per 4 pieces instead of per piece: the epilogue's global loads showed as the GEMM's
+    // long-scoreboard stalls, v6).
+    for (int i0 = threadIdx.x; i0 < kTileM * q4; i0 += 4 * kConsumerThreads) {
+      float4 v[4];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const __nv_bfloat16 hb = __float2bfloat16_rn(f[e]);
-        hi[e] = __bfloat16_as_ushort(hb);
-        lo[e] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(f[e], __bfloat162float(hb))));
+      for (int u = 0; u < 4; ++u) {
+        const int i = i0 + u * kConsumerThreads, m = i / q4, r = (i % q4) * 4;
+        v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i < kTileM * q4 && r < Rpad) v[u] = *reinterpret_cast<const float4*>(&p.lact[(mt * kTileM + m) * Rpad + r]);
       }
-      const int off = (r / 8) * (kTileM * 16) + (m / 8) * 128 + (m % 8) * 16 + (r % 8) * 2;
-      *reinterpret_cast<uint2*>(lhi + off) = make_uint2(hi[0] | uint32_t(hi[1]) << 16, hi[2] | uint32_t(hi[3]) << 16);
-      *reinterpret_cast<uint2*>(llo + off) = make_uint2(lo[0] | uint32_t(lo[1]) << 16, lo[2] | uint32_t(lo[3]) << 16);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int i = i0 + u * kConsumerThreads, m = i / q4, r = (i % q4) * 4;
+        if (i >= kTileM * q4) break;
+        const float f[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+        uint16_t hi[4], lo[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const __nv_bfloat16 hb = __float2bfloat16_rn(f[e]);
+          hi[e] = __bfloat16_as_ushort(hb);
+          lo[e] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(f[e], __bfloat162float(hb))));
+        }
+        const int off = (r / 8) * (kTileM * 16) + (m / 8) * 128 + (m % 8) * 16 + (r % 8) * 2;
+        *reinterpret_cast<uint2*>(lhi + off) = make_uint2(hi[0] | uint32_t(hi[1]) << 16, hi[2] | uint32_t(hi[3]) << 16);
+        *reinterpret_cast<uint2*>(llo + off) = make_uint2(lo[0] | uint32_t(lo[1]) << 16, lo[2] | uint32_t(lo[3]) << 16);
+      }
     }
     fence_proxy_async();  // generic-proxy stores, read next by the wgmma (async proxy)
     named_barrier(1, kConsumerThreads);
     // A fragments (mma.m16n8k16 order per warp): a0 (row rw, k 2t, 2t+1), a1 (row rw + 8, same k),
     // a2 (row rw, k 2t+8, 2t+9), a3 (row rw + 8, k 2t+8, 2t+9).
-    auto up_pair = [&](int64_t n, int k, bool low) -> uint32_t {
+    // proj_up values of one k16 step for rows n0, n1 (8 floats: ranks k0, k0 + 1, k0 + 8, k0 + 9),
+    // loaded for two steps before either is used (one round trip per two steps).
+    struct UpVals { float v[8]; };
+    auto up_load = [&](int64_t n0, int64_t n1, int k0) {
+      UpVals u;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int64_t n = (i / 2) % 2 ? n1 : n0;
+        const int k = k0 + (i / 4) * 8 + i % 2;
+        u.v[i] = k < Rpad ? __ldg(&p.proj_up[n * Rpad + k]) : 0.0f;
+      }
+      return u;
+    };
+    // Register a(r) (r = 0..3: (n0, k0), (n1, k0), (n0, k0 + 8), (n1, k0 + 8)) of the hi or lo part.
+    auto up_reg = [&](const UpVals& u, int r, bool low) -> uint32_t {
       uint32_t bits[2];
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const float u = k + e < Rpad ? __ldg(&p.proj_up[n * Rpad + k + e]) : 0.0f;
-        const __nv_bfloat16 hb = __float2bfloat16_rn(u);
-        bits[e] = __bfloat16_as_ushort(low ? __float2bfloat16_rn(__fsub_rn(u, __bfloat162float(hb))) : hb);
+        const float x = u.v[(r / 2) * 4 + (r % 2) * 2 + e];
+        const __nv_bfloat16 hb = __float2bfloat16_rn(x);
+        bits[e] = __bfloat16_as_ushort(low ? __float2bfloat16_rn(__fsub_rn(x, __bfloat162float(hb))) : hb);
       }
       return bits[0] | bits[1] << 16;
     };
@@ -440,16 +392,15 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
       // One k16 step at a time, completed before the next step's A registers are computed: the
       // wgmma reads its register operand asynchronously (v5's first form, with all steps in
       // flight, gave wrong results in some instantiations).
-      for (int kk = 0; kk < Rk / 16; ++kk) {
-        const int k0 = 16 * kk + 2 * t;
-        const uint32_t ahi[4] = {up_pair(n0, k0, false), up_pair(n1, k0, false), up_pair(n0, k0 + 8, false),
-                                 up_pair(n1, k0 + 8, false)};
+      // wcscales and bias first: their loads overlap the low-rank steps.
+      const float wc0 = p.wcscales[n0], wc1 = p.wcscales[n1];
+      const float b0 = p.bias[n0], b1 = p.bias[n1];
+      auto step = [&](const UpVals& cur, int kk) {
+        const uint32_t ahi[4] = {up_reg(cur, 0, false), up_reg(cur, 1, false), up_reg(cur, 2, false), up_reg(cur, 3, false)};
         [[maybe_unused]] uint32_t alo[4] = {0u, 0u, 0u, 0u};
         if constexpr (!BF16) {
-          alo[0] = up_pair(n0, k0, true);
-          alo[1] = up_pair(n1, k0, true);
-          alo[2] = up_pair(n0, k0 + 8, true);
-          alo[3] = up_pair(n1, k0 + 8, true);
+#pragma unroll
+          for (int r = 0; r < 4; ++r) alo[r] = up_reg(cur, r, true);
         }
         const uint64_t dhi = smem_desc(lhi + kk * 2 * (kTileM * 16), kTileM * 16, 128);
         const uint64_t dlo = smem_desc(llo + kk * 2 * (kTileM * 16), kTileM * 16, 128);
@@ -470,6 +421,13 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
         wgmma_wait<0>();
         fence_regs(part0);
         fence_regs(part1);
+      };
+      for (int kk = 0; kk < Rk / 16; kk += 2) {
+        const bool two = kk + 1 < Rk / 16;
+        const UpVals u0 = up_load(n0, n1, 16 * kk + 2 * t);
+        const UpVals u1 = up_load(n0, n1, two ? 16 * (kk + 1) + 2 * t : Rpad);  // Rpad: zeros, no loads
+        step(u0, kk);
+        if (two) step(u1, kk + 1);
       }
       fence_regs(part0);
       fence_regs(part1);
@@ -479,8 +437,6 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
         if constexpr (PN == 64) return part0[4 * J + e];
         else return J < 8 ? part0[4 * J + e] : part1[4 * (J - 8) + e];
       };
-      const float wc0 = p.wcscales[n0], wc1 = p.wcscales[n1];
-      const float b0 = p.bias[n0], b1 = p.bias[n1];
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         float2 rs = make_float2(1.0f, 1.0f);
@@ -657,7 +613,6 @@ void launch_tile(const GemmParams& p, cudaStream_t stream) {
   } else {
     switch (pick_tile(p)) {
       case GemmTile::ROWS256: return launch_typed<BF16, MODE, SKIP, GemmTile::ROWS256>(p, sms, stream);
-      case GemmTile::ROWS128_N64: return launch_typed<BF16, MODE, SKIP, GemmTile::ROWS128_N64>(p, sms, stream);
       default: return launch_typed<BF16, MODE, SKIP, GemmTile::ROWS128>(p, sms, stream);
     }
   }
