@@ -282,40 +282,25 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<NH>* stages, 
       }
     } else {
       // NH = 1: even groups in part0, odd groups in part1; group g + 1's wgmma runs while group g
-      // is folded. A registers one group ahead (even groups in aE, odd in aO): each is expanded
-      // from shared memory as soon as the wgmma that read its previous value has completed, and
-      // the fold in between hides the load and conversion latency, so the next wgmma issues at
-      // once (v6c; expanded right before the issue, they were on the critical path).
+      // is folded.
       const St* s0 = &acquire(0);
-      AFrag aE = afrag(*s0, Int<0>{}), aO;
-      issue(part0, aE, *s0, Int<0>{});
-      const St* s1 = s0;
-      if (G > 1) {
-        s1 = &acquire(1);
-        aO = afrag(*s1, Int<0>{});
-      }
+      issue(part0, afrag(*s0, Int<0>{}), *s0, Int<0>{});
       int64_t g = 0;
-      for (; g + 2 < G; g += 2) {  // on entry group g is in flight in part0, aO holds group g + 1
-        issue(part1, aO, *s1, Int<0>{});
+      for (; g + 2 < G; g += 2) {  // on entry group g is in flight in part0
+        const St* s1 = &acquire(g + 1);
+        issue(part1, afrag(*s1, Int<0>{}), *s1, Int<0>{});
         wgmma_wait<1>();
-        const St* s2 = &acquire(g + 2);
-        aE = afrag(*s2, Int<0>{});
         fold(part0, *s0, Int<0>{}, Int<0>{});
         release(g);
-        issue(part0, aE, *s2, Int<0>{});
+        s0 = &acquire(g + 2);
+        issue(part0, afrag(*s0, Int<0>{}), *s0, Int<0>{});
         wgmma_wait<1>();
-        const St* s3 = s2;
-        if (g + 3 < G) {
-          s3 = &acquire(g + 3);
-          aO = afrag(*s3, Int<0>{});
-        }
         fold(part1, *s1, Int<0>{}, Int<0>{});
         release(g + 1);
-        s0 = s2;
-        s1 = s3;
       }
       if (g + 1 < G) {
-        issue(part1, aO, *s1, Int<0>{});
+        const St* s1 = &acquire(g + 1);
+        issue(part1, afrag(*s1, Int<0>{}), *s1, Int<0>{});
         wgmma_wait<1>();
         fold(part0, *s0, Int<0>{}, Int<0>{});
         release(g);
