@@ -13,17 +13,31 @@
 // writes the e4m3 codes into the GEMM's tile layout and the row scales. (One pass would have to
 // keep a whole row of xs, up to 12288 x 2 bytes per row, on chip until its amax is known.)
 //
-// Work split (v6). A block is 8 warps over 64 rows (4 row tiles of 16) and a K chunk of C groups
-// (act_quant_chunking: C = 8, halved while the grid has fewer than ~4 blocks per SM, but at most
-// 32 chunks). Warp w takes row tile w % 4 and every second group of the chunk starting at w / 4. The four warps of a group
-// set read the same proj_down fragments and smoothing reciprocals at the same time, so those come
-// from L1 (without that sharing the fragments would cost twice x's bytes in L2 traffic). Each warp
-// issues the next group's x loads before it computes the current group (register double
-// buffering: ~2 KB in flight per warp at any time). The two warps of a row tile add their
-// low-rank sums through shared memory (warp order fixed); with several chunks, each block writes
-// its 64 x R partial sums and the last block of a row block to finish (integer ticket) adds the
-// chunks' partials in chunk order. The result does not depend on scheduling (no float atomics);
-// the ticket is reset by that last block for the next call.
+// Work split (v6.1). A block is 8 warps over 64 rows (4 row tiles of 16) and a K chunk of C
+// groups. The chunking takes as many chunks as fill one wave of resident blocks (2 per SM x 132
+// SMs; 3 per SM for the R = 0 kernels, which write no partial sums), at most 32, C rounded up to
+// even: M = 4608, K = 3072 gives 3 chunks of 16 groups (216 blocks; R = 0: 5 of 10, 360 blocks),
+// small M keeps v6's C = 2 (M = 256: 24 chunks). Warp w takes row tile w % 4 and every
+// second group of the chunk starting at w / 4. The four warps of a group set read the same
+// proj_down fragments and smoothing reciprocals at the same time, so those come from L1 (without
+// that sharing the fragments would cost twice x's bytes in L2 traffic).
+//
+// x ring (v6.1; v6 double-buffered x in registers: ~2 KB in flight per warp, 128 registers, 2
+// groups per warp at M = 4608, latency-bound at 27% of copy bandwidth). Each lane cp.async's its own
+// 4 x 16 bytes of a group (the bytes the lane roles below give it) into its warp's region of
+// dynamic shared memory, kStages = 4 groups deep: while group i is computed, groups i+1 .. i+3 are
+// in flight (6 KB per warp, ~96 KB per SM at 16 warps) and cost no registers. A lane reads back
+// only what it copied itself, so cp.async.wait_group alone orders the copy before the read: no
+// barrier and no bank conflicts (slot (stage * 4 + 2 h + r) * 32 + lane: a warp reads 512
+// consecutive bytes). Padding rows are zero-filled by the copy (src-size 0). Registers (ptxas,
+// sm_90a): R = 0 kernels (fp8 pass 2 included) 80 at 3 blocks per SM; R = 8 .. 32 96-122 at 2;
+// R = 64 / 128 ~150 / ~215 at 1; no spills. 64 KB of ring per block.
+//
+// The two warps of a row tile add their low-rank sums through shared memory (group set 1's ring
+// region, warp order fixed); with several chunks, each block writes its 64 x R partial sums and
+// the last block of a row block to finish (integer ticket) adds the chunks' partials in chunk
+// order (only then the __threadfence and ticket). The result does not depend on scheduling (no
+// float atomics); the ticket is reset by that last block for the next call.
 //
 // Lane roles: lane = 4 g8 + t holds rows g8 and g8 + 8 of its row tile and, per group, the 8
 // consecutive columns 8t .. 8t+7 of each k half h (columns 32h + 8t + e): four 16-byte loads, each
@@ -52,6 +66,7 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "cuda_check.hpp"
 #include "sm90_kernels.hpp"
@@ -65,9 +80,15 @@ constexpr int kWarps = 8;
 constexpr int kRowTiles = 4;                  // row tiles of 16 per block
 constexpr int kGroupSets = kWarps / kRowTiles;  // warps sharing a row tile (interleaved groups)
 constexpr int kBlockRows = kRowTiles * 16;    // 64
-constexpr int kMaxChunkGroups = 8;
-constexpr int kTargetBlocks = 4 * 132;        // ~4 blocks per SM of an H100/H200
 constexpr int kMaxChunks = 32;
+constexpr int kStages = 4;                    // x ring depth per warp: 3 groups in flight while one is computed
+constexpr int kRingBytes = kWarps * kStages * 4 * 32 * 16;  // 64 KB per block (dynamic shared memory)
+constexpr int kSMs = 132;                     // H100 / H200 SXM
+constexpr int kWaveBlocks = 2 * kSMs;         // resident blocks of the R <= 32 kernels (2 per SM)
+constexpr int kWaveBlocksR0 = 3 * kSMs;       // ... of the R = 0 kernels (3 per SM; no partial sums)
+// Blocks per SM the register budget is set for: without low-rank sums (R = 0, fp8 pass 2) 3 (80
+// registers, no spills); R <= 32 2 (at 3, i.e. 80 registers, ptxas spills 40-160 bytes).
+template <int RT> constexpr int kMinBlocks = RT == 0 ? 3 : RT <= 4 ? 2 : 1;
 
 enum class Mode { INT4, FP8_AMAX, FP8_CODES };
 
@@ -107,14 +128,15 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// x is read once (4-bit mode) or twice from L2 (fp8): keep it out of L1, which holds the shared
-// proj_down fragments and reciprocals.
-__device__ __forceinline__ uint4 load_stream(const uint16_t* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
+// x goes to shared memory by cp.async.cg (L2 only: L1 holds the shared proj_down fragments and
+// reciprocals; x is read once in 4-bit mode, twice from L2 in fp8). bytes = 0 zero-fills the 16
+// bytes (padding rows), reading nothing.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, uint32_t bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
 // Per-halfword unsigned max (one instruction on sm_90).
@@ -224,10 +246,9 @@ __device__ __forceinline__ uint2 fp8_codes8(const uint4 xs, float s_row, bool s_
 
 // RT: rank tiles of 8 (Rpad = 8 RT); 0 when the layer has no low-rank branch (or in FP8_CODES).
 template <bool BF16, int RT, Mode MODE, bool UNS>
-__global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 2 : 1) act_quant_kernel(const ActQuantParams p, const int chunk_groups) {
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(const ActQuantParams p, const int chunk_groups) {
   using H = HalfOps<BF16>;
   constexpr int R = RT * 8;
-  __shared__ float red[RT > 0 ? kRowTiles : 1][RT > 0 ? RT * 4 : 1][32];  // group set 1's sums
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rt = warp % kRowTiles, gs = warp / kRowTiles;
@@ -265,20 +286,32 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 2 : 1) act_quant_kernel
   float acc[RT > 0 ? RT : 1][4] = {};
   uint32_t row_amax16[2] = {0u, 0u};  // FP8_AMAX: max |xs| bits over this warp's groups
 
-  uint4 cur[4], nxt[4];  // x of the current / next group: [2 h + r]
-  auto load_group = [&](uint4 (&X)[4], int64_t g) {
+  // x ring (see the header): this lane's 4 x 16 bytes of each of kStages groups, slot
+  // (stage * 4 + 2 h + r) * 32 + lane of its warp's region; a lane only reads what it copied itself.
+  extern __shared__ uint4 ring[];
+  uint4* const my = ring + warp * kStages * 4 * 32 + lane;
+  const uint32_t my_s = uint32_t(__cvta_generic_to_shared(my));
+  auto issue_group = [&](int64_t g, int stage) {
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int r = 0; r < 2; ++r)
-        X[2 * h + r] = valid[r] ? load_stream(xrow[r] + g * kGroup + 32 * h) : make_uint4(0, 0, 0, 0);
+        cp_async16(my_s + uint32_t((stage * 4 + 2 * h + r) * 32 * 16), xrow[r] + g * kGroup + 32 * h, valid[r] ? 16u : 0u);
   };
-
-  if (gbeg < gend) load_group(cur, gbeg);
+  const int n = gbeg < gend ? int((gend - gbeg + kGroupSets - 1) / kGroupSets) : 0;  // this warp's groups
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < n) issue_group(gbeg + int64_t(s) * kGroupSets, s);
+    cp_async_commit();  // empty groups too: wait_group counts them
+  }
 #pragma unroll 1
-  for (int64_t g = gbeg; g < gend; g += kGroupSets) {
-    const bool more = g + kGroupSets < gend;
-    if (more) load_group(nxt, g + kGroupSets);
+  for (int i = 0; i < n; ++i) {
+    const int64_t g = gbeg + int64_t(i) * kGroupSets;
+    // Refill the stage that group i - 1 used (its ld.shared results were consumed last iteration).
+    if (i + kStages - 1 < n) issue_group(g + int64_t(kStages - 1) * kGroupSets, (i + kStages - 1) % kStages);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();  // group i has landed (this thread's copies)
+    const uint4* const cur = my + (i % kStages) * 4 * 32;
 
     uint4 xs[4];  // xs of this group, as T pairs: [2 h + r]
 #pragma unroll
@@ -296,8 +329,11 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 2 : 1) act_quant_kernel
       float4 rc[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) rc[i] = __ldg(rcp_tab + k0 / 2 + i);
+      uint4 raw[2];
 #pragma unroll
-      for (int r = 0; r < 2; ++r) xs[2 * h + r] = smooth8<BF16, UNS>(cur[2 * h + r], rc, p.smooth + k0, valid[r]);
+      for (int r = 0; r < 2; ++r) raw[r] = cur[(2 * h + r) * 32];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) xs[2 * h + r] = smooth8<BF16, UNS>(raw[r], rc, p.smooth + k0, valid[r]);
 
       if constexpr (RT > 0 && MODE != Mode::FP8_CODES) {
 #pragma unroll
@@ -308,8 +344,7 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 2 : 1) act_quant_kernel
           }
 #pragma unroll
           for (int s = 0; s < 2; ++s) {
-            const uint32_t a[4] = {word(cur[2 * h], 2 * s), word(cur[2 * h + 1], 2 * s), word(cur[2 * h], 2 * s + 1),
-                                   word(cur[2 * h + 1], 2 * s + 1)};
+            const uint32_t a[4] = {word(raw[0], 2 * s), word(raw[1], 2 * s), word(raw[0], 2 * s + 1), word(raw[1], 2 * s + 1)};
 #pragma unroll
             for (int j = 0; j < kB; ++j) mma_16816<BF16>(acc[jb + j], a, word(b[j], 2 * s), word(b[j], 2 * s + 1));
           }
@@ -376,11 +411,6 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 2 : 1) act_quant_kernel
           *reinterpret_cast<uint2*>(tile + (2 * h + t / 2) * 2048 + (rr / 8) * 128 + (rr % 8) * 16 + 8 * (t % 2)) = c[h];
       }
     }
-
-    if (more) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) cur[i] = nxt[i];
-    }
   }
 
   if constexpr (MODE == Mode::FP8_AMAX) {
@@ -394,12 +424,18 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 2 : 1) act_quant_kernel
   }
 
   if constexpr (RT > 0 && MODE != Mode::FP8_CODES) {
-    // The two warps of a row tile: group set 0 adds group set 1's sums (fixed order).
+    // The two warps of a row tile: group set 0 adds group set 1's sums (fixed order). Those go
+    // through group set 1's own ring region (RT * 512 <= 8192 bytes; its copies have all landed:
+    // every real cp.async group was waited for in the loop, the later ones are empty), so no other
+    // warp's pending copies can touch it.
+    static_assert(RT * 4 * 32 <= kStages * 4 * 32 * 4, "partial sums fit a warp's ring region");
+    float* const red = reinterpret_cast<float*>(ring + (rt + kRowTiles) * kStages * 4 * 32);  // [RT * 4][32]
     if (gs == 1) {
+      __syncwarp();  // every lane has passed its last wait: no copy of this warp is still pending
 #pragma unroll
       for (int j = 0; j < RT; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) red[rt][j * 4 + e][lane] = acc[j][e];
+        for (int e = 0; e < 4; ++e) red[(j * 4 + e) * 32 + lane] = acc[j][e];
     }
     __syncthreads();
     // Accumulator element e of rank tile j: row g8 + 8 (e / 2), rank 8 j + 2 t + (e % 2).
@@ -410,8 +446,8 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 2 : 1) act_quant_kernel
       for (int j = 0; j < RT; ++j) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const float v0 = acc[j][2 * r] + red[rt][j * 4 + 2 * r][lane];
-          const float v1 = acc[j][2 * r + 1] + red[rt][j * 4 + 2 * r + 1][lane];
+          const float v0 = acc[j][2 * r] + red[(j * 4 + 2 * r) * 32 + lane];
+          const float v1 = acc[j][2 * r + 1] + red[(j * 4 + 2 * r + 1) * 32 + lane];
           *reinterpret_cast<float2*>(dst + mrow[r] * R + 8 * j + 2 * t) = make_float2(v0, v1);
         }
       }
@@ -460,21 +496,51 @@ __global__ void __launch_bounds__(kWarps * 32, RT <= 4 ? 2 : 1) act_quant_kernel
   }
 }
 
+// As many chunks as fill one wave of wave resident blocks (each warp then has as many groups as
+// possible for its ring to run ahead on), at most kMaxChunks (the last block of a row block adds
+// them serially); an even C gives both group sets the same number of groups. Kernels without
+// low-rank sums (R = 0, FP8_CODES) write no partial sums, so their chunking may differ from
+// act_quant_chunking's (which sizes lpart).
+ActChunking chunking(int64_t Mpad, int64_t K, int64_t wave) {
+  const int64_t G = K / kGroup, row_blocks = round_up(Mpad, kTileM) / kBlockRows;
+  const int64_t chunks = std::clamp<int64_t>(wave / row_blocks, 1, kMaxChunks);
+  int64_t C = ceil_div(G, chunks);
+  if (C > 1) C = round_up(C, int64_t(2));
+  return ActChunking{int(C), int(ceil_div(G, C))};
+}
+
+// One launch with the ring's dynamic shared memory (above the 48 KB default: the opt-in is a
+// per-device function attribute, set once per device and instantiation).
+template <bool BF16, int RT, Mode MODE, bool UNS>
+void launch_kernel(const ActQuantParams& p, dim3 grid, int chunk_groups, cudaStream_t stream) {
+  static std::atomic<uint64_t> opted{0};
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  const uint64_t bit = uint64_t(1) << (dev & 63);
+  if (!(opted.load(std::memory_order_acquire) & bit)) {
+    check(cudaFuncSetAttribute(act_quant_kernel<BF16, RT, MODE, UNS>, cudaFuncAttributeMaxDynamicSharedMemorySize, kRingBytes),
+          "cudaFuncSetAttribute(act_quant_kernel)");
+    opted.fetch_or(bit, std::memory_order_release);
+  }
+  act_quant_kernel<BF16, RT, MODE, UNS><<<grid, dim3(kWarps * 32), kRingBytes, stream>>>(p, chunk_groups);
+}
+
 template <bool BF16, Mode MODE, bool UNS>
 void launch_mode(const ActQuantParams& p, cudaStream_t stream) {
   const int64_t Mpad = round_up(p.M, kTileM);
-  const ActChunking ch = act_quant_chunking(Mpad, p.K);
-  const dim3 grid(unsigned(Mpad / kBlockRows), unsigned(ch.chunks)), block(kWarps * 32);
+  const bool r0 = MODE == Mode::FP8_CODES || p.Rpad == 0;
+  const ActChunking ch = chunking(Mpad, p.K, r0 ? kWaveBlocksR0 : kWaveBlocks);
+  const dim3 grid(unsigned(Mpad / kBlockRows), unsigned(ch.chunks));
   if constexpr (MODE == Mode::FP8_CODES) {
-    act_quant_kernel<BF16, 0, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups);
+    launch_kernel<BF16, 0, MODE, UNS>(p, grid, ch.groups, stream);
   } else {
     switch (p.Rpad) {
-    case 0: act_quant_kernel<BF16, 0, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
-    case 8: act_quant_kernel<BF16, 1, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
-    case 16: act_quant_kernel<BF16, 2, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
-    case 32: act_quant_kernel<BF16, 4, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
-    case 64: act_quant_kernel<BF16, 8, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
-    case 128: act_quant_kernel<BF16, 16, MODE, UNS><<<grid, block, 0, stream>>>(p, ch.groups); break;
+    case 0: launch_kernel<BF16, 0, MODE, UNS>(p, grid, ch.groups, stream); break;
+    case 8: launch_kernel<BF16, 1, MODE, UNS>(p, grid, ch.groups, stream); break;
+    case 16: launch_kernel<BF16, 2, MODE, UNS>(p, grid, ch.groups, stream); break;
+    case 32: launch_kernel<BF16, 4, MODE, UNS>(p, grid, ch.groups, stream); break;
+    case 64: launch_kernel<BF16, 8, MODE, UNS>(p, grid, ch.groups, stream); break;
+    case 128: launch_kernel<BF16, 16, MODE, UNS>(p, grid, ch.groups, stream); break;
     default: throw UnsupportedError("cuda-sm90: padded rank " + std::to_string(p.Rpad) + " has no kernel");
     }
   }
@@ -492,14 +558,7 @@ void launch_typed(const ActQuantParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-ActChunking act_quant_chunking(int64_t Mpad, int64_t K) {
-  const int64_t G = K / kGroup, row_blocks = round_up(Mpad, kTileM) / kBlockRows;
-  int C = kMaxChunkGroups;
-  while (C > 1 && row_blocks * ceil_div(G, C) < kTargetBlocks) C /= 2;
-  // At most kMaxChunks chunks: the last block of a row block adds them serially.
-  C = std::max(C, int(ceil_div(G, kMaxChunks)));
-  return ActChunking{C, int(ceil_div(G, C))};
-}
+ActChunking act_quant_chunking(int64_t Mpad, int64_t K) { return chunking(Mpad, K, kWaveBlocks); }
 
 int64_t act_quant_lpart_floats(int64_t Mpad, int64_t K, int Rpad) {
   int64_t most = 0;

@@ -126,7 +126,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8Activations,
                                            ActCase{7, 512, 32, HalfKind::BF16, true},
                                            ActCase{130, 1024, 32, HalfKind::FP16, false},
                                            ActCase{300, 3072, 0, HalfKind::BF16, false},
-                                           ActCase{65, 12288, 32, HalfKind::BF16, false}),
+                                           ActCase{65, 12288, 32, HalfKind::BF16, false},
+                                           // Large M: the x ring wraps in both passes.
+                                           ActCase{4609, 3072, 32, HalfKind::BF16, true}),
                          cudatest::act_case_name);
 
 struct Fp8LayerCase {

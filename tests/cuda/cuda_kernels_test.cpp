@@ -134,7 +134,13 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaActivationKernel,
                                            ActCase{33, 640, 128, HalfKind::FP16, true},
                                            ActCase{300, 3072, 8, HalfKind::BF16, false},
                                            ActCase{129, 256, 0, HalfKind::BF16, false},
-                                           ActCase{64, 1536, 64, HalfKind::BF16, true}),
+                                           ActCase{64, 1536, 64, HalfKind::BF16, true},
+                                           // Large M: few chunks of many groups, so the x ring
+                                           // wraps (8 groups per warp at R = 32; 8 at R = 0 with
+                                           // its own chunking) and an uneven last chunk (G = 25).
+                                           ActCase{4609, 3072, 32, HalfKind::BF16, false},
+                                           ActCase{2000, 12288, 0, HalfKind::FP16, true},
+                                           ActCase{4609, 1600, 16, HalfKind::FP16, true}),
                          cudatest::act_case_name);
 
 }  // namespace
