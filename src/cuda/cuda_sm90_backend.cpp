@@ -1,6 +1,6 @@
 // The "cuda-sm90" backend: SVDQuant int4 layers on Hopper (compute capability 9.0), fused
 // activation kernel + FP8-wgmma W4A4 GEMM (act_quant.cu, w4a4_gemm.cu), with 4-bit (checkpoint)
-// or fp8 activations. Its hardware gate refuses
+// or fp8 activations; nvfp4 layers with bf16 wgmma on dequantized values (nvfp4_*.cu). Its hardware gate refuses
 // every other device before anything is allocated.
 #include <cuda_runtime.h>
 
@@ -9,6 +9,7 @@
 
 #include "cuda_check.hpp"
 #include "device_buffer.hpp"
+#include "nvfp4_layer.hpp"
 #include "sm90_layer.hpp"
 #include "sm90_layout.hpp"
 #include "svdquant/backend.hpp"
@@ -54,7 +55,18 @@ class CudaSm90Backend final : public Backend {
     try {
       const ForwardOptions opt = resolve(d, requested);
       if (auto why = hardware_gate()) return why;
-      if (d.precision != Precision::INT4) return std::string("nvfp4 layers are not implemented on cuda-sm90 yet");
+      if (d.precision == Precision::NVFP4) {
+        if (opt.accumulate != Accumulate::FP32)
+          return std::string("nvfp4 layers run with fp32 accumulation only on cuda-sm90 (half accumulation is not implemented)");
+        if (opt.activations != Activations::CHECKPOINT)
+          return std::string("nvfp4 layers run with checkpoint (nvfp4) activations only on cuda-sm90");
+        if (d.K <= 0 || d.K % cuda::kNvGroup != 0)
+          return "K = " + std::to_string(d.K) + " is not a positive multiple of the nvfp4 group size 16";
+        if (d.N <= 0) return "N = " + std::to_string(d.N) + " must be positive";
+        if (d.R < 0 || cuda::nv_padded_rank(d.R) > cuda::kNvMaxRank)
+          return "rank R = " + std::to_string(d.R) + " is outside [0, " + std::to_string(cuda::kNvMaxRank) + "]";
+        return std::nullopt;
+      }
       if (opt.activations == Activations::FP8 && opt.accumulate == Accumulate::HALF)
         return std::string("fp8 activations are defined with fp32 accumulation only (NUMERICS.md §5)");
       if (d.K <= 0 || d.K % cuda::kGroup != 0)
@@ -70,10 +82,12 @@ class CudaSm90Backend final : public Backend {
 
   std::unique_ptr<PreparedLayer> prepare(const LayerWeights& w, const ForwardOptions& requested) const override {
     if (auto why = unsupported_reason(w.desc, requested)) throw UnsupportedError("cuda-sm90: " + w.prefix + ": " + *why);
+    if (w.desc.precision == Precision::NVFP4) return std::make_unique<cuda::Nvfp4Layer>(w, resolve(w.desc, requested));
     return std::make_unique<cuda::Sm90Layer>(w, resolve(w.desc, requested));
   }
 
   void forward(const PreparedLayer& layer, const Tensor& x, Tensor& y, void* stream) const override {
+    if (const auto* N = dynamic_cast<const cuda::Nvfp4Layer*>(&layer)) return N->forward(x, y, static_cast<cudaStream_t>(stream));
     const auto* L = dynamic_cast<const cuda::Sm90Layer*>(&layer);
     if (!L) throw UnsupportedError("cuda-sm90: the layer was prepared by another backend");
     L->forward(x, y, static_cast<cudaStream_t>(stream));
@@ -81,7 +95,9 @@ class CudaSm90Backend final : public Backend {
 
   Tensor forward_host(const PreparedLayer& layer, const Tensor& x) const override {
     const auto* L = dynamic_cast<const cuda::Sm90Layer*>(&layer);
-    if (!L) throw UnsupportedError("cuda-sm90: the layer was prepared by another backend");
+    const auto* NL = dynamic_cast<const cuda::Nvfp4Layer*>(&layer);
+    if (!L && !NL) throw UnsupportedError("cuda-sm90: the layer was prepared by another backend");
+    const int layer_device = L ? L->device() : NL->device();
     const DType T = layer.desc.dtype == HalfKind::BF16 ? DType::BF16 : DType::F16;
     if (x.dim() != 2 || x.size(1) != layer.desc.K || x.dtype() != T || x.device().type != DeviceType::CPU)
       throw FormatError("cuda-sm90: input x: expected a host " + std::string(dtype_name(T)) + " tensor [M, " +
@@ -93,14 +109,15 @@ class CudaSm90Backend final : public Backend {
     if (M == 0) return y;
     int prev = 0;
     cuda::check(cudaGetDevice(&prev), "cudaGetDevice");
-    cuda::check(cudaSetDevice(L->device()), "cudaSetDevice");
+    cuda::check(cudaSetDevice(layer_device), "cudaSetDevice");
     try {
       cuda::DeviceBuffer dx, dy(y.nbytes());
       dx.upload(xc.data(), xc.nbytes());
-      const Device dev{DeviceType::CUDA, L->device()};
+      const Device dev{DeviceType::CUDA, layer_device};
       const Tensor tx = Tensor::wrap(dx.get(), T, {M, layer.desc.K}, dev);
       Tensor ty = Tensor::wrap(dy.get(), T, {M, N}, dev);
-      L->forward(tx, ty, nullptr);
+      if (NL) NL->forward(tx, ty, nullptr);
+      else L->forward(tx, ty, nullptr);
       cuda::check(cudaMemcpy(y.data(), dy.get(), y.nbytes(), cudaMemcpyDeviceToHost), "cudaMemcpy D2H (forward)");
     } catch (...) {
       cudaSetDevice(prev);

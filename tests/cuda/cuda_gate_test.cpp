@@ -57,9 +57,11 @@ TEST(CudaGate, RefusesWhatItDoesNotImplement) {
   d.dtype = HalfKind::FP16;
   EXPECT_FALSE(b->unsupported_reason(d, {}).has_value());
 
+  // nvfp4 runs with fp32 accumulation (the default); half accumulation is refused.
   LayerDesc nv = int4_desc();
   nv.precision = Precision::NVFP4;
-  auto why = b->unsupported_reason(nv, {});
+  EXPECT_FALSE(b->unsupported_reason(nv, {}).has_value());
+  auto why = b->unsupported_reason(nv, half);
   ASSERT_TRUE(why.has_value());
   EXPECT_NE(why->find("nvfp4"), std::string::npos) << *why;
 
