@@ -111,7 +111,7 @@ LayerWeights random_layer(int64_t N, int64_t K, int64_t R, std::mt19937_64& rng)
 
 struct Row {
   int64_t M, K, N;
-  double ours_fp32, ours_half, ours_fp8, act, act8, bf16, fp8;
+  double ours_fp32, ours_half, ours_fp8, ours_nv, act, act8, bf16, fp8;
 };
 
 }  // namespace
@@ -173,6 +173,14 @@ int main(int argc, char** argv) {
     auto layer32 = be->prepare(w, f32opt);
     auto layerh = be->prepare(w, halfopt);
     auto layer8 = be->prepare(w, fp8opt);
+    // The same codes read as an nvfp4 layer (e2m1 codes, e4m3 group scales of 16, alpha).
+    LayerWeights w4 = w;
+    w4.wscales = Tensor::zeros(DType::F8_E4M3, {K / 16, N});
+    for (int64_t i = 0; i < w4.wscales.numel(); ++i) w4.wscales.data_as<uint8_t>()[i] = uint8_t(0x20 + rng() % 0x20);
+    w4.wtscale = Tensor::zeros(DType::F32, {1});
+    w4.wtscale.data_as<float>()[0] = 0.25f;
+    w4.validate(Precision::NVFP4, false);
+    auto layer4 = be->prepare(w4, ForwardOptions{});
     const int64_t Mmax = Ms.back();
     // Inputs: x for us (bf16), x and W for cuBLAS BF16, e4m3 copies for cuBLASLt FP8.
     cuda::DeviceBuffer x(size_t(Mmax * K * 2)), y(size_t(Mmax * N * 2)), wb(size_t(N * K * 2)), x8(size_t(Mmax * K)),
@@ -203,7 +211,7 @@ int main(int argc, char** argv) {
     pd.upload(frag.data(), frag.size() * 4);
 
     for (int64_t M : Ms) {
-      Row row{M, K, N, 0, 0, 0, 0, 0, 0, 0};
+      Row row{M, K, N, 0, 0, 0, 0, 0, 0, 0, 0};
       std::fprintf(stderr, "cuda_bench: M=%lld K=%lld N=%lld\n", (long long)M, (long long)K, (long long)N);
       const Device dev{DeviceType::CUDA, 0};
       const Tensor tx = Tensor::wrap(x.get(), DType::BF16, {M, K}, dev);
@@ -211,6 +219,7 @@ int main(int argc, char** argv) {
       row.ours_fp32 = timer.median_ms([&] { be->forward(*layer32, tx, ty, stream); });
       row.ours_half = timer.median_ms([&] { be->forward(*layerh, tx, ty, stream); });
       row.ours_fp8 = timer.median_ms([&] { be->forward(*layer8, tx, ty, stream); });
+      row.ours_nv = timer.median_ms([&] { be->forward(*layer4, tx, ty, stream); });
       cuda::ActQuantParams ap;
       aws.fill(ap);
       ap.x = x.as<uint16_t>();
@@ -287,16 +296,16 @@ int main(int argc, char** argv) {
               "activations, fp8 = fp8 activations (NUMERICS.md §5)\n\n",
               kIters, kWarmup);
   std::printf("| M | K | N | int4 fp32 us | int4 half us | fp8 us | act us | act GB/s | act %% copy | fp8 act us | BF16 us | FP8 us | "
-              "fp8 TOPS | int4 fp32 vs BF16 | int4 half vs BF16 | fp8 vs BF16 | fp8 vs FP8 |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+              "fp8 TOPS | int4 fp32 vs BF16 | int4 half vs BF16 | fp8 vs BF16 | fp8 vs FP8 | nvfp4 us | nvfp4 vs BF16 |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
     const double flops = 2.0 * double(r.M) * double(r.N) * double(r.K);
     const double act_bytes = double(r.M) * double(r.K) * (2 + 1) + double(r.M) * double(r.K / 64) * 4 + double(r.M) * R * 4;
     const double act_gbs = act_bytes / (r.act * 1e6);
-    std::printf("| %lld | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.1f | %.0f | %.2fx | %.2fx | %.2fx | %.2fx |\n",
+    std::printf("| %lld | %lld | %lld | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f%% | %.1f | %.1f | %.1f | %.0f | %.2fx | %.2fx | %.2fx | %.2fx | %.1f | %.2fx |\n",
                 (long long)r.M, (long long)r.K, (long long)r.N, r.ours_fp32 * 1e3, r.ours_half * 1e3, r.ours_fp8 * 1e3,
                 r.act * 1e3, act_gbs, 100.0 * act_gbs / copy_gbs, r.act8 * 1e3, r.bf16 * 1e3, r.fp8 * 1e3, flops / (r.ours_fp8 * 1e9),
-                r.bf16 / r.ours_fp32, r.bf16 / r.ours_half, r.bf16 / r.ours_fp8, r.fp8 > 0 ? r.fp8 / r.ours_fp8 : 0.0);
+                r.bf16 / r.ours_fp32, r.bf16 / r.ours_half, r.bf16 / r.ours_fp8, r.fp8 > 0 ? r.fp8 / r.ours_fp8 : 0.0, r.ours_nv * 1e3, r.bf16 / r.ours_nv);
   }
   // GEMM breakdown (fp32 accumulation, K = N = 3072): the GEMM kernel alone, then with the
   // per-group fold left out, the wgmma left out, and both (the load pipeline alone).
