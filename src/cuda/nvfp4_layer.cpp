@@ -8,13 +8,11 @@
 #include <vector>
 
 #include "cuda_check.hpp"
+#include "sm90_pack.hpp"
 #include "svdquant/error.hpp"
 #include "svdquant/float_formats.hpp"
 
 namespace svdquant::cuda {
-namespace {
-Tensor contiguous_host(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
-}  // namespace
 
 Nvfp4Layer::Nvfp4Layer(const LayerWeights& w, const ForwardOptions& opt) {
   desc = w.desc;
@@ -53,12 +51,8 @@ Nvfp4Layer::Nvfp4Layer(const LayerWeights& w, const ForwardOptions& opt) {
     smooth_.upload(sm.data(), size_t(K) * 2);
   }
   if (Rpad_ > 0) {
-    const Tensor pd = contiguous_host(w.proj_down), pu = contiguous_host(w.proj_up);
-    std::vector<float> d(size_t(K * Rpad_), 0.0f), u(size_t(Npad_ * Rpad_), 0.0f);
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t r = 0; r < R; ++r) d[size_t(k * Rpad_ + r)] = half_to_f32(T, pd.data_as<uint16_t>()[k * R + r]);
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t r = 0; r < R; ++r) u[size_t(n * Rpad_ + r)] = half_to_f32(T, pu.data_as<uint16_t>()[n * R + r]);
+    const auto d = widen_padded(w.proj_down, T, K, R, K, Rpad_);
+    const auto u = widen_padded(w.proj_up, T, N, R, Npad_, Rpad_);
     proj_down_.upload(d.data(), d.size() * 4);
     proj_up_.upload(u.data(), u.size() * 4);
   } else {
@@ -66,17 +60,9 @@ Nvfp4Layer::Nvfp4Layer(const LayerWeights& w, const ForwardOptions& opt) {
     proj_up_.resize(16);
   }
   {
-    std::vector<float> wc(size_t(Npad_), 1.0f), b(size_t(Npad_), 0.0f);
-    if (w.wcscales.defined() && w.wcscales.numel() == N) {
-      const Tensor t = contiguous_host(w.wcscales);
-      for (int64_t n = 0; n < N; ++n) wc[size_t(n)] = half_to_f32(T, t.data_as<uint16_t>()[n]);
-    }
-    if (desc.has_bias) {
-      const Tensor t = contiguous_host(w.bias);
-      for (int64_t n = 0; n < N; ++n) b[size_t(n)] = half_to_f32(T, t.data_as<uint16_t>()[n]);
-    }
-    wcscales_.upload(wc.data(), wc.size() * 4);
-    bias_.upload(b.data(), b.size() * 4);
+    const EpilogueVectors ev = epilogue_vectors(w, Npad_);
+    wcscales_.upload(ev.wcscales.data(), ev.wcscales.size() * 4);
+    bias_.upload(ev.bias.data(), ev.bias.size() * 4);
   }
   check(cudaEventCreateWithFlags(&last_use_, cudaEventDisableTiming), "cudaEventCreate");
 }

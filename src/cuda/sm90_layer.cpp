@@ -14,11 +14,6 @@
 #include "svdquant/float_formats.hpp"
 
 namespace svdquant::cuda {
-namespace {
-
-Tensor contiguous_host(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
-
-}  // namespace
 
 Sm90Layer::Sm90Layer(const LayerWeights& w, const ForwardOptions& opt) {
   desc = w.desc;
@@ -69,27 +64,15 @@ Sm90Layer::Sm90Layer(const LayerWeights& w, const ForwardOptions& opt) {
   if (Rpad_ > 0) {
     const auto pd = pack_proj_down(w.proj_down, K, R, Rpad_);
     pdfrag_.upload(pd.data(), pd.size() * 4);
-    const Tensor pu = contiguous_host(w.proj_up);
-    const auto* src = pu.data_as<uint16_t>();
-    std::vector<float> out(size_t(Npad * Rpad_), 0.0f);
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t r = 0; r < R; ++r) out[size_t(n * Rpad_ + r)] = half_to_f32(T, src[n * R + r]);
-    proj_up_.upload(out.data(), out.size() * 4);
+    const auto up = widen_padded(w.proj_up, T, N, R, Npad, Rpad_);
+    proj_up_.upload(up.data(), up.size() * 4);
   } else {
     proj_up_.resize(16);
   }
   {
-    std::vector<float> wc(size_t(Npad), 1.0f), b(size_t(Npad), 0.0f);
-    if (w.wcscales.defined() && w.wcscales.numel() == N) {
-      const Tensor t = contiguous_host(w.wcscales);
-      for (int64_t n = 0; n < N; ++n) wc[size_t(n)] = half_to_f32(T, t.data_as<uint16_t>()[n]);
-    }
-    if (desc.has_bias) {
-      const Tensor t = contiguous_host(w.bias);
-      for (int64_t n = 0; n < N; ++n) b[size_t(n)] = half_to_f32(T, t.data_as<uint16_t>()[n]);
-    }
-    wcscales_.upload(wc.data(), wc.size() * 4);
-    bias_.upload(b.data(), b.size() * 4);
+    const EpilogueVectors ev = epilogue_vectors(w, Npad);
+    wcscales_.upload(ev.wcscales.data(), ev.wcscales.size() * 4);
+    bias_.upload(ev.bias.data(), ev.bias.size() * 4);
   }
   check(cudaEventCreateWithFlags(&last_use_, cudaEventDisableTiming), "cudaEventCreate");
 }

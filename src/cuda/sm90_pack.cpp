@@ -1,6 +1,7 @@
 // Host-side repacking of canonical tensors into the cuda-sm90 layouts (sm90_layout.hpp).
 #include "sm90_pack.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "sm90_layout.hpp"
@@ -8,12 +9,31 @@
 #include "svdquant/float_formats.hpp"
 
 namespace svdquant::cuda {
-namespace {
-
-// A contiguous host copy when the tensor is a strided view; otherwise the tensor itself.
 Tensor contiguous_host(const Tensor& t) { return t.is_contiguous() ? t : t.clone(); }
 
-}  // namespace
+std::vector<float> widen_padded(const Tensor& t, HalfKind dtype, int64_t rows, int64_t cols, int64_t rows_pad,
+                                int64_t cols_pad) {
+  const Tensor c = contiguous_host(t);
+  const auto* src = c.data_as<uint16_t>();
+  std::vector<float> out(size_t(rows_pad * cols_pad), 0.0f);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) out[size_t(i * cols_pad + j)] = half_to_f32(dtype, src[i * cols + j]);
+  return out;
+}
+
+EpilogueVectors epilogue_vectors(const LayerWeights& w, int64_t Npad) {
+  const int64_t N = w.desc.N;
+  EpilogueVectors v{std::vector<float>(size_t(Npad), 1.0f), std::vector<float>(size_t(Npad), 0.0f)};
+  if (w.wcscales.defined() && w.wcscales.numel() == N) {
+    const std::vector<float> f = widen_padded(w.wcscales, w.desc.dtype, 1, N, 1, N);
+    std::copy(f.begin(), f.end(), v.wcscales.begin());
+  }
+  if (w.desc.has_bias) {
+    const std::vector<float> f = widen_padded(w.bias, w.desc.dtype, 1, N, 1, N);
+    std::copy(f.begin(), f.end(), v.bias.begin());
+  }
+  return v;
+}
 
 std::vector<uint8_t> pack_weight_fragments(const Tensor& qweight, int64_t N, int64_t K) {
   const Tensor q = contiguous_host(qweight);
