@@ -64,28 +64,16 @@ Nvfp4Layer::Nvfp4Layer(const LayerWeights& w, const ForwardOptions& opt) {
     wcscales_.upload(ev.wcscales.data(), ev.wcscales.size() * 4);
     bias_.upload(ev.bias.data(), ev.bias.size() * 4);
   }
-  check(cudaEventCreateWithFlags(&last_use_, cudaEventDisableTiming), "cudaEventCreate");
-}
-
-Nvfp4Layer::~Nvfp4Layer() {
-  if (last_use_) {
-    cudaEventSynchronize(last_use_);
-    cudaEventDestroy(last_use_);
-  }
 }
 
 void Nvfp4Layer::ensure_workspace(int64_t M, bool capturing) const {
   const int64_t Mpad = nv_round_up(M, kNvTileM);
   if (Mpad <= ws_rows_) return;
-  if (capturing)
-    throw UnsupportedError("cuda-sm90: CUDA-graph capture of a layer call with M = " + std::to_string(M) +
-                           " rows, more than its workspace holds (" + std::to_string(ws_rows_) +
-                           "): run the layer once outside the capture with at least that many rows first");
-  if (used_) check(cudaEventSynchronize(last_use_), "cudaEventSynchronize(workspace)");
-  if (captured_) {
-    retired_.push_back(std::move(act_));
-    retired_.push_back(std::move(lact_));
-    captured_ = false;
+  if (order_.before_growth(M, ws_rows_, capturing)) {
+    std::vector<DeviceBuffer> old;
+    old.push_back(std::move(act_));
+    old.push_back(std::move(lact_));
+    order_.retire(std::move(old));
   }
   ws_rows_ = 0;
   // Cleared once: the activation columns K..Kpad stay zero (the kernel never writes them).
@@ -98,27 +86,14 @@ void Nvfp4Layer::ensure_workspace(int64_t M, bool capturing) const {
 }
 
 void Nvfp4Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
-  const DType T = desc.dtype == HalfKind::BF16 ? DType::BF16 : DType::F16;
   const int64_t K = desc.K, N = desc.N;
-  const Device dev{DeviceType::CUDA, device_};
-  if (x.dim() != 2 || x.size(1) != K || x.dtype() != T || !x.is_contiguous() || !(x.device() == dev))
-    throw FormatError("cuda-sm90: input x: expected a contiguous " + std::string(dtype_name(T)) + " tensor [M, " +
-                      std::to_string(K) + "] on cuda:" + std::to_string(device_) + ", found " +
-                      std::string(dtype_name(x.dtype())) + " " + shape_str(x.shape()) +
-                      (x.device().type == DeviceType::CUDA ? " on cuda:" + std::to_string(x.device().index) : " on the host"));
-  const int64_t M = x.size(0);
-  if (y.dim() != 2 || y.size(0) != M || y.size(1) != N || y.dtype() != T || !y.is_contiguous() || !(y.device() == dev))
-    throw FormatError("cuda-sm90: output y: expected a contiguous " + std::string(dtype_name(T)) + " tensor " +
-                      shape_str({M, N}) + " on cuda:" + std::to_string(device_) + ", found " +
-                      std::string(dtype_name(y.dtype())) + " " + shape_str(y.shape()));
+  const int64_t M = check_layer_io(desc, device_, x, y);
   if (M == 0) return;
 
-  std::lock_guard<std::mutex> lock(mutex_);
-  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  check(cudaStreamIsCapturing(stream, &cs), "cudaStreamIsCapturing");
-  const bool capturing = cs != cudaStreamCaptureStatusNone;
+  std::lock_guard<std::mutex> lock(order_.mutex());
+  const bool capturing = CallOrder::capturing(stream);
   ensure_workspace(M, capturing);
-  if (!capturing && used_ && stream != last_stream_) check(cudaStreamWaitEvent(stream, last_use_, 0), "cudaStreamWaitEvent");
+  order_.before_launch(stream, capturing);
 
   const HalfType ht = desc.dtype == HalfKind::BF16 ? HalfType::BF16 : HalfType::FP16;
   Nvfp4ActParams a;
@@ -159,14 +134,7 @@ void Nvfp4Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const 
   g.alpha = alpha_;
   g.dtype = ht;
   launch_nvfp4_gemm(g, stream);
-
-  if (capturing) {
-    captured_ = true;
-    return;
-  }
-  check(cudaEventRecord(last_use_, stream), "cudaEventRecord");
-  last_stream_ = stream;
-  used_ = true;
+  order_.after_launch(stream, capturing);
 }
 
 }  // namespace svdquant::cuda

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <vector>
 
+#include "call_order.hpp"
 #include "device_buffer.hpp"
 #include "nvfp4_kernels.hpp"
 #include "svdquant/backend.hpp"
@@ -20,28 +21,22 @@ class Nvfp4Layer final : public PreparedLayer {
  public:
   // `w`: host tensors, nvfp4 precision; `opt` resolved (fp32 accumulation, checkpoint activations).
   Nvfp4Layer(const LayerWeights& w, const ForwardOptions& opt);
-  ~Nvfp4Layer() override;
 
   // x: [M, K] T, y: [M, N] T, contiguous device tensors on this layer's device.
   void forward(const Tensor& x, Tensor& y, cudaStream_t stream) const;
   int device() const { return device_; }
 
  private:
-  void ensure_workspace(int64_t M, bool capturing) const;  // called with mutex_ held
+  void ensure_workspace(int64_t M, bool capturing) const;  // called with order_.mutex() held
 
   int device_ = 0;
   int64_t Kpad_ = 0, Npad_ = 0, Rpad_ = 0;
   float alpha_ = 1.0f;
   DeviceBuffer wcodes_, wscales_, smooth_, proj_down_, proj_up_, wcscales_, bias_;
 
-  mutable std::mutex mutex_;
   mutable int64_t ws_rows_ = 0;
   mutable DeviceBuffer act_, lact_;
-  mutable cudaEvent_t last_use_ = nullptr;
-  mutable cudaStream_t last_stream_ = nullptr;
-  mutable bool used_ = false;
-  mutable bool captured_ = false;
-  mutable std::vector<DeviceBuffer> retired_;
+  mutable CallOrder order_;  // last: waits for the last call's work before buffers are freed
 };
 
 }  // namespace svdquant::cuda

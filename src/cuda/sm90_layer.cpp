@@ -74,57 +74,24 @@ Sm90Layer::Sm90Layer(const LayerWeights& w, const ForwardOptions& opt) {
     wcscales_.upload(ev.wcscales.data(), ev.wcscales.size() * 4);
     bias_.upload(ev.bias.data(), ev.bias.size() * 4);
   }
-  check(cudaEventCreateWithFlags(&last_use_, cudaEventDisableTiming), "cudaEventCreate");
-}
-
-Sm90Layer::~Sm90Layer() {
-  if (last_use_) {
-    cudaEventSynchronize(last_use_);
-    cudaEventDestroy(last_use_);
-  }
 }
 
 void Sm90Layer::ensure_workspace(int64_t M, bool capturing) const {
   const int64_t Mpad = round_up(M, kTileM);
   if (Mpad <= ws_.rows()) return;
-  if (capturing)
-    throw UnsupportedError("cuda-sm90: CUDA-graph capture of a layer call with M = " + std::to_string(M) +
-                           " rows, more than its workspace holds (" + std::to_string(ws_.rows()) +
-                           "): run the layer once outside the capture with at least that many rows first");
-  if (used_) check(cudaEventSynchronize(last_use_), "cudaEventSynchronize(workspace)");
-  if (captured_) {
-    // Captured graphs keep the buffers they were captured with: retire them instead of freeing.
-    for (DeviceBuffer& b : ws_.release()) retired_.push_back(std::move(b));
-    captured_ = false;  // no graph has captured the new buffers yet
-  }
+  if (order_.before_growth(M, ws_.rows(), capturing)) order_.retire(ws_.release());
   ws_.allocate(Mpad, desc.K, int(Rpad_), options.activations == Activations::FP8);
 }
 
 void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
-  const DType T = desc.dtype == HalfKind::BF16 ? DType::BF16 : DType::F16;
   const int64_t K = desc.K, N = desc.N;
-  const Device dev{DeviceType::CUDA, device_};
-  if (x.dim() != 2 || x.size(1) != K || x.dtype() != T || !x.is_contiguous() || !(x.device() == dev))
-    throw FormatError("cuda-sm90: input x: expected a contiguous " + std::string(dtype_name(T)) + " tensor [M, " +
-                      std::to_string(K) + "] on cuda:" + std::to_string(device_) + ", found " +
-                      std::string(dtype_name(x.dtype())) + " " + shape_str(x.shape()) +
-                      (x.device().type == DeviceType::CUDA ? " on cuda:" + std::to_string(x.device().index) : " on the host"));
-  const int64_t M = x.size(0);
-  if (y.dim() != 2 || y.size(0) != M || y.size(1) != N || y.dtype() != T || !y.is_contiguous() || !(y.device() == dev))
-    throw FormatError("cuda-sm90: output y: expected a contiguous " + std::string(dtype_name(T)) + " tensor " +
-                      shape_str({M, N}) + " on cuda:" + std::to_string(device_) + ", found " +
-                      std::string(dtype_name(y.dtype())) + " " + shape_str(y.shape()));
+  const int64_t M = check_layer_io(desc, device_, x, y);
   if (M == 0) return;
 
-  std::lock_guard<std::mutex> lock(mutex_);
-  // Inside a CUDA-graph capture the call is recorded, not run: no cross-stream event (an event
-  // recorded in a capture cannot be waited on outside it, and waiting on an outside event
-  // invalidates the capture); the graph's launches are ordered by the stream they are launched on.
-  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  check(cudaStreamIsCapturing(stream, &cs), "cudaStreamIsCapturing");
-  const bool capturing = cs != cudaStreamCaptureStatusNone;
+  std::lock_guard<std::mutex> lock(order_.mutex());
+  const bool capturing = CallOrder::capturing(stream);
   ensure_workspace(M, capturing);
-  if (!capturing && used_ && stream != last_stream_) check(cudaStreamWaitEvent(stream, last_use_, 0), "cudaStreamWaitEvent");
+  order_.before_launch(stream, capturing);
 
   const HalfType ht = desc.dtype == HalfKind::BF16 ? HalfType::BF16 : HalfType::FP16;
   ActQuantParams a;
@@ -161,14 +128,7 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   g.row_scale = a.row_scale;
   g.dtype = ht;
   launch_w4a4_gemm(g, stream);
-
-  if (capturing) {
-    captured_ = true;
-    return;
-  }
-  check(cudaEventRecord(last_use_, stream), "cudaEventRecord");
-  last_stream_ = stream;
-  used_ = true;
+  order_.after_launch(stream, capturing);
 }
 
 }  // namespace svdquant::cuda

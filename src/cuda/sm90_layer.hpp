@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "act_workspace.hpp"
+#include "call_order.hpp"
 #include "device_buffer.hpp"
 #include "sm90_kernels.hpp"
 #include "svdquant/backend.hpp"
@@ -19,7 +20,6 @@ class Sm90Layer final : public PreparedLayer {
  public:
   // Repacks `w` (host tensors; int4 precision) on the current CUDA device.
   Sm90Layer(const LayerWeights& w, const ForwardOptions& opt);
-  ~Sm90Layer() override;
 
   // x: [M, K] T, y: [M, N] T, device tensors on this layer's device. Calls on one layer are
   // ordered: a call on another stream first waits for the previous call's work. A call inside a
@@ -31,21 +31,17 @@ class Sm90Layer final : public PreparedLayer {
   int device() const { return device_; }
 
  private:
-  void ensure_workspace(int64_t M, bool capturing) const;  // called with mutex_ held
+  void ensure_workspace(int64_t M, bool capturing) const;  // called with order_.mutex() held
 
   int device_ = 0;
   int64_t Rpad_ = 0;
   float alpha_ = 1.0f;
   DeviceBuffer wfrag_, wscale_, smooth_, smooth_rcp_, pdfrag_, proj_up_, wcscales_, bias_;
 
-  // Workspace (grows with M, reused across calls).
-  mutable std::mutex mutex_;
+  // Workspace (grows with M, reused across calls), then the call ordering: declared last, so its
+  // destructor waits for the last call's work before any buffer is freed.
   mutable ActWorkspace ws_;
-  mutable cudaEvent_t last_use_ = nullptr;
-  mutable cudaStream_t last_stream_ = nullptr;
-  mutable bool used_ = false;
-  mutable bool captured_ = false;                   // some graph captured the current workspace
-  mutable std::vector<DeviceBuffer> retired_;       // workspaces of earlier captures
+  mutable CallOrder order_;
 };
 
 }  // namespace svdquant::cuda
