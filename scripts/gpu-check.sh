@@ -3,7 +3,8 @@
 # (tests and benchmarks on), run the GPU tests, compute-sanitizer (memcheck, racecheck) on a
 # subset, and the benchmark; print a short table last. Logs go to $OUT (default: ./gpu-check-out).
 #
-#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [ncu] [actncu] [stalls]   (default: the first four)
+#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [ncu] [actncu] [stalls] [hotspots]
+#   (default: the first four)
 #
 # Dependencies: scripts/gpu-deps.sh (the .debs that scripts/fetch-gpu-deps.sh put into .deps/,
 # unpacked under /tmp where the dev packages are missing).
@@ -128,14 +129,31 @@ if has stalls; then
   fi
 fi
 
+if has hotspots; then
+  # Per-instruction warp-stall samples of one GEMM launch (fp8 activations, bf16, 128-row tile,
+  # M = 4608, K = N = 3072 from `cuda_bench --profile`): the SASS lines where the warps wait most.
+  BENCH=$BUILD/bench/cuda/cuda_bench
+  if [ -x "$BENCH" ] && command -v ncu > /dev/null; then
+    ncu --clock-control none --kernel-name-base mangled --kernel-name "regex:${HOTSPOT_KERNEL:-GemmModeE2ELi0ELNS0_8GemmTileE1}" \
+      --launch-count 1 --section SourceCounters --section WarpStateStats -f -o "$OUT/hot" "$BENCH" --profile > "$OUT/hotspots-run.log" 2>&1
+    ncu -i "$OUT/hot.ncu-rep" --page source --print-source sass --csv > "$OUT/hot-sass.csv" 2> "$OUT/hotspots-err.log"
+    RESULT[hotspots]="rc=$? (hotspots.log)"
+    python3 "$ROOT/scripts/hotspots.py" "$OUT/hot-sass.csv" > "$OUT/hotspots.log" 2>&1
+    rm -f "$OUT/hot.ncu-rep"
+  else
+    RESULT[hotspots]="not built or no ncu"
+  fi
+fi
+
 echo
 echo "==================== gpu-check summary ===================="
 head -2 "$OUT/env.log" | tail -1
-for k in build sass tests memcheck racecheck bench ncu actncu stalls; do
+for k in build sass tests memcheck racecheck bench ncu actncu stalls hotspots; do
   [ -n "${RESULT[$k]:-}" ] && printf "%-10s %s\n" "$k" "${RESULT[$k]}"
 done
 [ -f "$OUT/ncu-summary.log" ] && cat "$OUT/ncu-summary.log"
 [ -f "$OUT/stalls-summary.log" ] && cat "$OUT/stalls-summary.log"
 [ -f "$OUT/actncu-summary.log" ] && cat "$OUT/actncu-summary.log"
+[ -f "$OUT/hotspots.log" ] && head -70 "$OUT/hotspots.log"
 [ -f "$OUT/bench.log" ] && grep -E "^\||^M=|^device" "$OUT/bench.log" | head -40
 exit 0
