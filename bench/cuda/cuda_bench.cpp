@@ -333,7 +333,7 @@ int main(int argc, char** argv) {
     const auto pdf = cuda::pack_proj_down(w.proj_down, K, R, R);
     pd.upload(pdf.data(), pdf.size() * 4);
     std::printf("\nGEMM kernel alone, K = N = 3072 (us), fp32 accumulation, automatic tile: full | no fold | no wgmma | "
-                "loads only | no low-rank; then each CTA tile (128 or 256 weight rows; fp32 accumulation and fp8 mode)\n");
+                "loads only | no low-rank; then each CTA tile (128 or 192 weight rows) in fp32, half and fp8 mode\n");
     for (int64_t M : profile ? std::vector<int64_t>{4608} : std::vector<int64_t>{256, 4608}) {
       const int64_t Mt = cuda::ceil_div(M, 128);
       cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2));
@@ -372,17 +372,23 @@ int main(int argc, char** argv) {
       }
       gp.row_scale = rs.as<float>();
       std::fprintf(stderr, "cuda_bench: breakdown M=%lld\n", (long long)M);
-      double t[6], tile32[2], tile8[2], nolora = 0;
-      const int variants[6] = {0, 1, 2, 3, 4, 11};
-      for (int v = 0; v < 6; ++v) {
+      double t[5], tile32[2], tile16[2], tile8[2], nolora = 0;
+      const int variants[5] = {0, 1, 2, 3, 4};
+      for (int v = 0; v < 5; ++v) {
         gp.profile_skip = variants[v];
         t[v] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       }
       gp.profile_skip = 0;
-      const cuda::GemmTile tiles[2] = {cuda::GemmTile::ROWS128, cuda::GemmTile::ROWS256};
+      const cuda::GemmTile tiles[2] = {cuda::GemmTile::ROWS128, cuda::GemmTile::ROWS192};
       for (int f = 0; f < 2; ++f) {
         gp.tile = tiles[f];
         tile32[f] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+      }
+      // HALF mode reads T scales: the same buffers reinterpreted (timing only, values wrong).
+      gp.mode = cuda::GemmMode::HALF;
+      for (int f = 0; f < 2; ++f) {
+        gp.tile = tiles[f];
+        tile16[f] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       }
       gp.mode = cuda::GemmMode::FP8;
       for (int f = 0; f < 2; ++f) {
@@ -395,10 +401,10 @@ int main(int argc, char** argv) {
       nolora = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       gp.Rpad = int(R);
       const double flop = 2.0 * double(M) * double(N) * double(K);
-      std::printf("M=%lld: fp32 %.1f | %.1f | %.1f | %.1f | %.1f | no loads %.1f | loads only, 4 code copies %.1f || 128 rows %.1f | 256 rows %.1f   fp8: 128 rows %.1f | "
-                  "256 rows %.1f   (%.0f TOPS fp32 auto, %.0f TOPS fp8 best)\n",
-                  (long long)M, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, nolora * 1e3, t[4] * 1e3, t[5] * 1e3, tile32[0] * 1e3,
-                  tile32[1] * 1e3, tile8[0] * 1e3, tile8[1] * 1e3, flop / (t[0] * 1e9),
+      std::printf("M=%lld: fp32 %.1f | %.1f | %.1f | %.1f | %.1f | no loads %.1f || fp32: 128 rows %.1f | 192 rows %.1f   half: 128 rows %.1f | "
+                  "192 rows %.1f   fp8: 128 rows %.1f | 192 rows %.1f   (%.0f TOPS fp32 auto, %.0f TOPS fp8 best)\n",
+                  (long long)M, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, nolora * 1e3, t[4] * 1e3, tile32[0] * 1e3,
+                  tile32[1] * 1e3, tile16[0] * 1e3, tile16[1] * 1e3, tile8[0] * 1e3, tile8[1] * 1e3, flop / (t[0] * 1e9),
                   flop / (std::min(tile8[0], tile8[1]) * 1e9));
     }
   }

@@ -54,9 +54,9 @@ int64_t act_quant_tickets(int64_t Mpad);
 // one-sided group scales, float32 row scales applied in the epilogue).
 enum class GemmMode : uint8_t { FP32, HALF, FP8 };
 
-// Weight rows per GEMM CTA tile (w4a4_gemm.cu): AUTO is 128, measured faster (docs/perf-notes.md
-// v6); 256 stays selectable for cuda_bench's comparison.
-enum class GemmTile : uint8_t { AUTO, ROWS128, ROWS256 };
+// Weight rows per GEMM CTA tile (w4a4_gemm.cu): 128 (two consumer warpgroups, two partial-sum
+// buffers each) or 192 (three, one buffer each); AUTO picks per docs/perf-notes.md v7.
+enum class GemmTile : uint8_t { AUTO, ROWS128, ROWS192 };
 
 // NUMERICS.md §4: the W4A4 GEMM with the per-group scaling, epilogue and low-rank up projection.
 struct GemmParams {
@@ -77,8 +77,8 @@ struct GemmParams {
   HalfType dtype = HalfType::BF16;
   GemmTile tile = GemmTile::AUTO;
   // Profiling only (cuda_bench's breakdown; wrong results; bf16 FP32 mode): bit 0 leaves out the
-  // per-group fold, bit 1 the wgmma; 4: no loads after the first pass over the stages; 11: loads
-  // only, the code tile in four copies (w4a4_gemm.cu). 0 in every real call.
+  // per-group fold, bit 1 the wgmma; 4: no loads after the first pass over the stages
+  // (w4a4_gemm.cu). 0 in every real call.
   int profile_skip = 0;
 };
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream);

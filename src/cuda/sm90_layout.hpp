@@ -21,7 +21,8 @@
 //   a2: row g8,     k = 32h + 16 + 4t + i  a3: row g8 + 8, k = 32h + 16 + 4t + i
 // with row = 64 wg + 16 (tid / 32) + g8, g8 = (tid % 32) / 4, t = tid % 4.
 // Weight scales: wscale[nt][g][128] of T. Padding rows (n >= N) have codes 0 and scales 0.
-// nt ranges over weight_tiles(N) (below), an even number.
+// nt ranges over weight_tiles(N) (below). Each (nt, g, wg) piece is one 64-row block of 2048 bytes
+// (block b = 2 nt + wg), the unit a consumer warpgroup of the GEMM reads.
 #pragma once
 #include <cstdint>
 
@@ -39,7 +40,7 @@ inline constexpr int kGroup = 64;         // int4 group size along K (NUMERICS.m
 inline constexpr int kCodeTileBytes = kTileM * kGroup;       // 8192
 inline constexpr int kWeightTileBytes = kTileN * kGroup / 2;  // 4096
 inline constexpr int kMaxRank = 128;      // largest low-rank R the kernels are built for
-inline constexpr int kCtaWeightTiles = 2;  // most weight tiles one GEMM CTA covers (256 rows)
+inline constexpr int kWeightBlock = 64;   // weight rows per consumer warpgroup (wgmma M)
 
 SVDQUANT_HD inline constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 SVDQUANT_HD inline constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -49,10 +50,13 @@ SVDQUANT_HD inline constexpr int code_tile_offset(int r, int c) {
   return (c / 16) * 2048 + (r / 8) * 128 + (r % 8) * 16 + (c % 16);
 }
 
-// Weight tiles of 128 rows held for N output columns: a multiple of kCtaWeightTiles, so a CTA
-// tile of 256 rows never reads past the buffers (padding tiles have codes 0 and scales 0; the
-// outputs they would give are not stored).
-SVDQUANT_HD inline constexpr int64_t weight_tiles(int64_t N) { return round_up(ceil_div(N, kTileN), kCtaWeightTiles); }
+// Weight tiles of 128 rows held for N output columns: enough 64-row blocks for both GEMM CTA
+// tiles (128 rows: 2 blocks per tile, 192 rows: 3), so no CTA tile reads past the buffers
+// (padding rows have codes 0 and scales 0; the outputs they would give are not stored).
+SVDQUANT_HD inline constexpr int64_t weight_tiles(int64_t N) {
+  const int64_t b128 = 2 * ceil_div(N, 128), b192 = 3 * ceil_div(N, 192);
+  return ceil_div(b128 > b192 ? b128 : b192, 2);
+}
 
 // Low-rank padding: R rounded up to 8 x (a power of two) tiles of 8, the kernels' instantiations
 // (8, 16, 32, 64, 128); 0 stays 0.
