@@ -43,8 +43,8 @@
 // consecutive columns 8t .. 8t+7 of each k half h (columns 32h + 8t + e): four 16-byte loads, each
 // covering 64 contiguous bytes of 8 rows per warp instruction. The group amax of a row is then a
 // max over the 4 lanes of that row (two xor shuffles), and the codes of a row half are 8
-// consecutive bytes of the code tile (sm90_layout.hpp: (2h + t/2) * 2048 + (r/8) * 128 +
-// (r%8) * 16 + 8 (t%2); the warp's 8-byte stores fill whole 128-byte runs).
+// consecutive bytes of the code tile (sm90_layout.hpp code_tile_offset(r, 32h + 8t): rows of 64
+// bytes, so the two halves' 8-byte stores of a warp fill 8 whole rows, 512 contiguous bytes).
 //
 // Low-rank without staging: those x registers are used directly as mma.m16n8k16 A fragments. The
 // MMA's k slots are a permutation of the 32 columns of a half: for sub-step s in {0, 1}, lane t's
@@ -408,7 +408,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
         }
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          *reinterpret_cast<uint2*>(tile + (2 * h + t / 2) * 2048 + (rr / 8) * 128 + (rr % 8) * 16 + 8 * (t % 2)) = c[h];
+          *reinterpret_cast<uint2*>(tile + code_tile_offset(rr, 32 * h + 8 * t)) = c[h];
       }
     }
   }

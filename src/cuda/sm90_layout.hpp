@@ -5,8 +5,10 @@
 // Activation codes (written by the activation kernel, read by the GEMM with one bulk copy per
 // tile and group): e4m3 bytes of the int4 code values (exact: |q| <= 15), in tiles
 //   codes[mt][g][8192], mt = m / 128, g = k / 64,
-// each tile in wgmma's K-major "no swizzle" core-matrix order for a 128 x 64 byte operand:
-//   offset(r, c) = (c / 16) * 2048 + (r / 8) * 128 + (r % 8) * 16 + (c % 16)   (r row, c column)
+// each tile in wgmma's K-major 64-byte-swizzle order for a 128 x 64 byte operand (rows of 64
+// bytes, 16-byte chunks permuted within a row; v7: the no-swizzle core-matrix order before it
+// made the tensor cores' shared-memory reads conflict, docs/perf-notes.md):
+//   offset(r, c) = r * 64 + ((c / 16) ^ ((r / 2) % 4)) * 16 + (c % 16)   (r row, c column)
 // (With fp8 activations, NUMERICS.md §5, the same tiles hold the e4m3 activations themselves.)
 // Activation scales: ascale[mt][g][128] of T (the raw 16-bit pattern), or float32 for the fp32
 // accumulation; fp8 activations have one float32 scale per row instead, row_scale[Mpad].
@@ -47,7 +49,7 @@ SVDQUANT_HD inline constexpr int64_t round_up(int64_t a, int64_t b) { return cei
 
 // Byte offset of (row r in [0,128), column c in [0,64)) inside one activation code tile.
 SVDQUANT_HD inline constexpr int code_tile_offset(int r, int c) {
-  return (c / 16) * 2048 + (r / 8) * 128 + (r % 8) * 16 + (c % 16);
+  return r * 64 + (((c / 16) ^ ((r / 2) % 4)) * 16) + (c % 16);
 }
 
 // Weight tiles of 128 rows held for N output columns: enough 64-row blocks for both GEMM CTA

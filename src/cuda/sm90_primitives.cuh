@@ -72,6 +72,14 @@ __device__ __forceinline__ uint64_t smem_desc(const void* p, uint32_t lbo, uint3
   return ((a & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) | (uint64_t((sbo >> 4) & 0x3FFF) << 32);
 }
 
+// The same for a K-major operand in the 64-byte swizzle (descriptor bits 62-63 = 2): rows of 64
+// bytes, 16-byte chunk j of row r stored at chunk j ^ ((r / 2) % 4); sbo = 512 (8 rows), lbo
+// unused. The tile must start on a 512-byte boundary; a k32 step of e4m3 is +32 bytes.
+__device__ __forceinline__ uint64_t smem_desc_sw64(const void* p) {
+  const uint64_t a = smem_addr(p);
+  return ((a & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(512 >> 4) << 32) | (uint64_t(2) << 62);
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>

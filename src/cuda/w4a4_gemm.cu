@@ -64,8 +64,8 @@ template <GemmTile TILE> inline constexpr int kWgs = TILE == GemmTile::ROWS192 ?
 
 // One stage: what the CTA needs for one group of 64 along K.
 template <int WGS>
-struct __align__(128) Stage {
-  uint8_t codes[kCodeTileBytes];       // activation codes, wgmma no-swizzle K-major layout
+struct __align__(1024) Stage {  // 1024: the swizzled code tile starts on a 512-byte boundary
+  uint8_t codes[kCodeTileBytes];       // activation codes, wgmma K-major 64-byte swizzle (sm90_layout.hpp)
   uint8_t weights[WGS][kBlockBytes];   // the weight blocks' fragments [tid][16 bytes]
   uint32_t ascale[kTileM];             // float32 (fp32 mode) or T in the low half of the array
   uint32_t wscale[WGS * kWeightBlock]; // likewise (T values contiguous from the start)
@@ -80,9 +80,10 @@ struct Config {
   static constexpr size_t kLoraBytes = size_t(2) * kTileM * kMaxRank * 2;  // l_hi + l_lo, bf16
   static constexpr size_t kOutBytes = size_t(kTileM) * kOutStride * 2;
   static constexpr size_t kEpiBytes = kLoraBytes > kOutBytes ? kLoraBytes : kOutBytes;
-  static constexpr int kStages = int((kSmemLimit - kEpiBytes - 1024) / sizeof(Stage<WGS>));
-  static constexpr size_t kSmemBytes = kStages * sizeof(Stage<WGS>) + kEpiBytes + 2 * kStages * sizeof(uint64_t);
-  static_assert(sizeof(Stage<WGS>) % 128 == 0 && kEpiBytes % 128 == 0 && kSmemBytes <= kSmemLimit);
+  // 1024 bytes for aligning the dynamic shared memory, 1024 for the barriers.
+  static constexpr int kStages = int((kSmemLimit - kEpiBytes - 2048) / sizeof(Stage<WGS>));
+  static constexpr size_t kSmemBytes = 1024 + kStages * sizeof(Stage<WGS>) + kEpiBytes + 2 * kStages * sizeof(uint64_t);
+  static_assert(sizeof(Stage<WGS>) % 1024 == 0 && kEpiBytes % 128 == 0 && kSmemBytes <= kSmemLimit);
 };
 
 // A position in the stage ring: index and mbarrier phase parity (no division per group).
@@ -169,7 +170,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
   float part0[64];
   [[maybe_unused]] float part1[Sh::kTwoBuffers ? 64 : 1];
   // wgmma descriptor of stage 0's code tile; stage s is sizeof(St) / 16 further.
-  const uint64_t desc0 = smem_desc(stages[0].codes, 2048, 128);
+  const uint64_t desc0 = smem_desc_sw64(stages[0].codes);
 
   // This warpgroup's A registers for the two k32 steps of a group, expanded from int4 to e4m3.
   auto afrag = [&](const St& st) {
@@ -189,7 +190,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       part[0] += float(a.k0[0] ^ a.k1[3]);  // keep the weight loads and conversions alive
     } else {
       wgmma_m64n128k32_e4m3_rs(part, a.k0, desc, 0);
-      wgmma_m64n128k32_e4m3_rs(part, a.k1, desc + ((2 * 2048) >> 4), 1);
+      wgmma_m64n128k32_e4m3_rs(part, a.k1, desc + (32 >> 4), 1);  // k 32 .. 63: +32 bytes
     }
     wgmma_commit();
   };
@@ -493,7 +494,8 @@ __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
   using C = Config<WGS>;
   using Sh = Shape<WGS>;
   constexpr int S = C::kStages;
-  extern __shared__ __align__(128) uint8_t smem[];
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);  // Stage alignment
   Stage<WGS>* stages = reinterpret_cast<Stage<WGS>*>(smem);
   uint8_t* epi = smem + S * sizeof(Stage<WGS>);
   uint64_t* full = reinterpret_cast<uint64_t*>(epi + C::kEpiBytes);
