@@ -77,8 +77,8 @@ struct GemmParams {
   HalfType dtype = HalfType::BF16;
   GemmTile tile = GemmTile::AUTO;
   // Profiling only (cuda_bench's breakdown; wrong results; bf16 FP32 mode): bit 0 leaves out the
-  // per-group fold, bit 1 the wgmma; 4: no loads after the first pass over the stages
-  // (w4a4_gemm.cu). 0 in every real call.
+  // per-group fold, bit 1 the wgmma; 4: no loads after the first pass over the stages; 8: A from
+  // shared memory (no int4 expansion), 12: both (w4a4_gemm.cu). 0 in every real call.
   int profile_skip = 0;
 };
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream);

@@ -147,7 +147,9 @@ __device__ __forceinline__ void int4x8_to_e4m3(uint32_t w, uint32_t& lo, uint32_
 // Consumer warpgroups: the main loop over the tiles of this CTA, each with its epilogue.
 // SKIP (profiling only, cuda_bench's breakdown; results are wrong): bit 0 leaves out the fold,
 // bit 1 the wgmma, bit 2 the loads after the first pass over the stages (the producer only
-// re-arms them). Real calls use SKIP = 0: no instruction but a wgmma then writes the partial-sum
+// re-arms them), bit 3 replaces the register A operand (weights expanded from int4) by shared
+// memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers). Real calls
+// use SKIP = 0: no instruction but a wgmma then writes the partial-sum
 // registers, so ptxas keeps the wgmmas asynchronous.
 template <bool BF16, GemmMode MODE, int SKIP, int WGS>
 __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages, uint64_t* full, uint64_t* empty,
@@ -174,6 +176,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
 
   // This warpgroup's A registers for the two k32 steps of a group, expanded from int4 to e4m3.
   auto afrag = [&](const St& st) {
+    if constexpr (SKIP & 8) return AFrag{};  // profiling: A from shared memory instead
     const uint4 wv = *reinterpret_cast<const uint4*>(st.weights[wg] + tid * 16);
     AFrag a;
     int4x8_to_e4m3(wv.x, a.k0[0], a.k0[1]);
@@ -188,6 +191,11 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     wgmma_fence();
     if constexpr (SKIP & 2) {
       part[0] += float(a.k0[0] ^ a.k1[3]);  // keep the weight loads and conversions alive
+    } else if constexpr (SKIP & 8) {
+      // Rows 64 wg .. 64 wg + 63 of the code tile as A (64 rows of 64 bytes: 4096 bytes each).
+      const uint64_t adesc = desc + ((wg * 4096) >> 4);
+      wgmma_m64n128k32_e4m3_ss(part, adesc, desc, 0);
+      wgmma_m64n128k32_e4m3_ss(part, adesc + (32 >> 4), desc + (32 >> 4), 1);
     } else {
       wgmma_m64n128k32_e4m3_rs(part, a.k0, desc, 0);
       wgmma_m64n128k32_e4m3_rs(part, a.k1, desc + (32 >> 4), 1);  // k 32 .. 63: +32 bytes
@@ -608,7 +616,9 @@ void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
       case 2: launch_tile<true, GemmMode::FP32, 2>(p, stream); return;
       case 3: launch_tile<true, GemmMode::FP32, 3>(p, stream); return;
       case 4: launch_tile<true, GemmMode::FP32, 4>(p, stream); return;
-      default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..4");
+      case 8: launch_tile<true, GemmMode::FP32, 8>(p, stream); return;
+      case 12: launch_tile<true, GemmMode::FP32, 12>(p, stream); return;
+      default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..4, 8 or 12");
     }
   }
   const bool bf16 = p.dtype == HalfType::BF16;

@@ -37,9 +37,11 @@ Tensor gpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc, cuda:
   opt.activations = act;
   const Backend* b = cudatest::cuda_backend();
   auto layer = b->prepare(w, opt);
-  auto* sm90 = dynamic_cast<cuda::Sm90Layer*>(layer.get());
-  if (!sm90) throw std::runtime_error("cuda-sm90 prepared a layer that is not an Sm90Layer");
-  sm90->set_gemm_tile(tile);
+  if (tile != cuda::GemmTile::AUTO) {  // int4 layers only (an nvfp4 layer has its own GEMM)
+    auto* sm90 = dynamic_cast<cuda::Sm90Layer*>(layer.get());
+    if (!sm90) throw std::runtime_error("cuda-sm90 prepared a layer that is not an Sm90Layer");
+    sm90->set_gemm_tile(tile);
+  }
   return b->forward_host(*layer, x);
 }
 
