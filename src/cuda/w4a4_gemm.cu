@@ -202,49 +202,76 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     }
     wgmma_commit();
   };
+  // The scales a fold needs, loaded into registers before the wait for its wgmma (v7: loaded
+  // after it, their shared-memory latency, long while the tensor cores stream operands from
+  // shared memory, was the largest stall of the fold). sa[j]: activation rows 8 j + 2 t, + 1.
+  // fp32 mode (two 64-register partial sums and 64 accumulators) has room for half of its
+  // activation scales only; the other half is loaded at the fold, behind the first half's math.
+  constexpr int kEarly = HALF_ACC || FP8 ? 16 : 6;
+  struct Scales {
+    const St* st;
+    float2 sa[HALF_ACC || FP8 ? 1 : kEarly];
+    typename H::T2 ha[HALF_ACC ? 16 : 1];
+    float sw0, sw1;
+    typename H::T2 hw0, hw1;
+  };
+  auto load_scales = [&](const St& st) {
+    Scales sc;
+    sc.st = &st;
+    [[maybe_unused]] const int r0 = 64 * wg + rw;  // row in the CTA tile's scale vector
+    if constexpr (HALF_ACC) {
+      const uint16_t* ws = reinterpret_cast<const uint16_t*>(st.wscale);
+      sc.hw0 = H::bcast(ws[r0]);
+      sc.hw1 = H::bcast(ws[r0 + 8]);
+      const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(st.ascale);
+#pragma unroll
+      for (int j = 0; j < 16; ++j) sc.ha[j] = sa[4 * j + t];
+    } else {
+      const float* ws = reinterpret_cast<const float*>(st.wscale);
+      sc.sw0 = ws[r0];
+      sc.sw1 = ws[r0 + 8];
+      if constexpr (!FP8) {
+        const float2* sa = reinterpret_cast<const float2*>(st.ascale);
+#pragma unroll
+        for (int j = 0; j < kEarly; ++j) sc.sa[j] = sa[4 * j + t];
+      }
+    }
+    return sc;
+  };
   // Folds a completed partial sum into the accumulator. part[4j + e]: weight row rw + 8 (e / 2)
   // of the block, activation row 8 j + 2 t + e % 2.
-  auto fold = [&](float(&part)[64], const St& st) {
+  auto fold = [&](float(&part)[64], const Scales& sc) {
     fence_regs(part);
-    [[maybe_unused]] const int r0 = 64 * wg + rw;  // row in the CTA tile's scale vector
     if constexpr (SKIP & 1) {
       if constexpr (HALF_ACC) hacc[0] = __hadd2(hacc[0], H::pack(part[0], part[63]));
       else acc[0] += part[0] + part[63];
     } else if constexpr (HALF_ACC) {
       // §4.2: acc = T_fma(T(p), T(s_a * s_w), acc). The product of two T values rounded once to
       // T is exactly T(f32(s_a) * f32(s_w)) (the float32 product is exact), so __hmul2 computes it.
-      const uint16_t* ws = reinterpret_cast<const uint16_t*>(st.wscale);
-      const typename H::T2 sw0 = H::bcast(ws[r0]), sw1 = H::bcast(ws[r0 + 8]);
-      const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(st.ascale);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        const typename H::T2 a = sa[4 * j + t];
-        hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(a, sw0), hacc[2 * j]);
-        hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(a, sw1), hacc[2 * j + 1]);
+        hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(sc.ha[j], sc.hw0), hacc[2 * j]);
+        hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(sc.ha[j], sc.hw1), hacc[2 * j + 1]);
       }
     } else if constexpr (FP8) {
       // §5, one-sided: acc += p * s_w (fused: allowed, wider accumulation).
-      const float* ws = reinterpret_cast<const float*>(st.wscale);
-      const float sw0 = ws[r0], sw1 = ws[r0 + 8];
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        acc[4 * j + 0] = fmaf(part[4 * j + 0], sw0, acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(part[4 * j + 1], sw0, acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(part[4 * j + 2], sw1, acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(part[4 * j + 3], sw1, acc[4 * j + 3]);
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], sc.sw0, acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], sc.sw0, acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], sc.sw1, acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], sc.sw1, acc[4 * j + 3]);
       }
     } else {
       // §4.1 with p * (s_a * s_w) + acc fused (allowed: wider accumulation).
-      const float* ws = reinterpret_cast<const float*>(st.wscale);
-      const float sw0 = ws[r0], sw1 = ws[r0 + 8];
-      const float2* sa = reinterpret_cast<const float2*>(st.ascale);
+      const float2* sa = reinterpret_cast<const float2*>(sc.st->ascale);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        const float2 a = sa[4 * j + t];
-        acc[4 * j + 0] = fmaf(part[4 * j + 0], __fmul_rn(a.x, sw0), acc[4 * j + 0]);
-        acc[4 * j + 1] = fmaf(part[4 * j + 1], __fmul_rn(a.y, sw0), acc[4 * j + 1]);
-        acc[4 * j + 2] = fmaf(part[4 * j + 2], __fmul_rn(a.x, sw1), acc[4 * j + 2]);
-        acc[4 * j + 3] = fmaf(part[4 * j + 3], __fmul_rn(a.y, sw1), acc[4 * j + 3]);
+        const float2 a = j < kEarly ? sc.sa[j < kEarly ? j : 0] : sa[4 * j + t];
+        acc[4 * j + 0] = fmaf(part[4 * j + 0], __fmul_rn(a.x, sc.sw0), acc[4 * j + 0]);
+        acc[4 * j + 1] = fmaf(part[4 * j + 1], __fmul_rn(a.y, sc.sw0), acc[4 * j + 1]);
+        acc[4 * j + 2] = fmaf(part[4 * j + 2], __fmul_rn(a.x, sc.sw1), acc[4 * j + 2]);
+        acc[4 * j + 3] = fmaf(part[4 * j + 3], __fmul_rn(a.y, sc.sw1), acc[4 * j + 3]);
       }
     }
   };
@@ -277,15 +304,17 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
         c1.next();
         const St* s1 = &acquire(c1);
         issue(part1, afrag(*s1), c1.s);
+        const Scales sc0 = load_scales(*s0);
         wgmma_wait<1>();
-        fold(part0, *s0);
+        fold(part0, sc0);
         release(c0);
         c0 = c1;
         c0.next();
         s0 = &acquire(c0);
         issue(part0, afrag(*s0), c0.s);
+        const Scales sc1 = load_scales(*s1);
         wgmma_wait<1>();
-        fold(part1, *s1);
+        fold(part1, sc1);
         release(c1);
       }
       if (g + 1 < G) {
@@ -293,16 +322,19 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
         c1.next();
         const St* s1 = &acquire(c1);
         issue(part1, afrag(*s1), c1.s);
+        const Scales sc0 = load_scales(*s0);
         wgmma_wait<1>();
-        fold(part0, *s0);
+        fold(part0, sc0);
         release(c0);
+        const Scales sc1 = load_scales(*s1);
         wgmma_wait<0>();
-        fold(part1, *s1);
+        fold(part1, sc1);
         release(c1);
         slot = c1;
       } else {
+        const Scales sc0 = load_scales(*s0);
         wgmma_wait<0>();
-        fold(part0, *s0);
+        fold(part0, sc0);
         release(c0);
         slot = c0;
       }
@@ -313,8 +345,9 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       for (int64_t g = 0; g < G; ++g) {
         const St& st = acquire(slot);
         issue(part0, afrag(st), slot.s);
+        const Scales sc = load_scales(st);
         wgmma_wait<0>();
-        fold(part0, st);
+        fold(part0, sc);
         release(slot);
         slot.next();
       }
