@@ -372,9 +372,9 @@ int main(int argc, char** argv) {
       }
       gp.row_scale = rs.as<float>();
       std::fprintf(stderr, "cuda_bench: breakdown M=%lld\n", (long long)M);
-      double t[7], tile32[2], tile16[2], tile8[2], nolora = 0;
-      const int variants[7] = {0, 1, 2, 3, 4, 8, 12};
-      for (int v = 0; v < 7; ++v) {
+      double t[10], tile32[2], tile16[2], tile8[2], nolora = 0;
+      const int variants[10] = {0, 1, 2, 3, 4, 8, 12, 16, 20, 28};
+      for (int v = 0; v < 10; ++v) {
         gp.profile_skip = variants[v];
         t[v] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       }
@@ -401,9 +401,9 @@ int main(int argc, char** argv) {
       nolora = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       gp.Rpad = int(R);
       const double flop = 2.0 * double(M) * double(N) * double(K);
-      std::printf("M=%lld: fp32 %.1f | %.1f | %.1f | %.1f | %.1f | no loads %.1f | A from smem %.1f | A from smem, no loads %.1f || fp32: 128 rows %.1f | 192 rows %.1f   half: 128 rows %.1f | "
+      std::printf("M=%lld: fp32 %.1f | %.1f | %.1f | %.1f | %.1f | no loads %.1f | A from smem %.1f | A from smem, no loads %.1f | const a-scales %.1f, + no loads %.1f, + A from smem %.1f || fp32: 128 rows %.1f | 192 rows %.1f   half: 128 rows %.1f | "
                   "192 rows %.1f   fp8: 128 rows %.1f | 192 rows %.1f   (%.0f TOPS fp32 auto, %.0f TOPS fp8 best)\n",
-                  (long long)M, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, nolora * 1e3, t[4] * 1e3, t[5] * 1e3, t[6] * 1e3, tile32[0] * 1e3,
+                  (long long)M, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, nolora * 1e3, t[4] * 1e3, t[5] * 1e3, t[6] * 1e3, t[7] * 1e3, t[8] * 1e3, t[9] * 1e3, tile32[0] * 1e3,
                   tile32[1] * 1e3, tile16[0] * 1e3, tile16[1] * 1e3, tile8[0] * 1e3, tile8[1] * 1e3, flop / (t[0] * 1e9),
                   flop / (std::min(tile8[0], tile8[1]) * 1e9));
     }

@@ -78,7 +78,8 @@ struct GemmParams {
   GemmTile tile = GemmTile::AUTO;
   // Profiling only (cuda_bench's breakdown; wrong results; bf16 FP32 mode): bit 0 leaves out the
   // per-group fold, bit 1 the wgmma; 4: no loads after the first pass over the stages; 8: A from
-  // shared memory (no int4 expansion), 12: both (w4a4_gemm.cu). 0 in every real call.
+  // shared memory (no int4 expansion), 12: both; 16: constant activation scales in the fold, 20 and
+  // 28 with 4 and 12 (w4a4_gemm.cu). 0 in every real call.
   int profile_skip = 0;
 };
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream);

@@ -36,6 +36,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "cuda_check.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
@@ -148,7 +150,8 @@ __device__ __forceinline__ void int4x8_to_e4m3(uint32_t w, uint32_t& lo, uint32_
 // SKIP (profiling only, cuda_bench's breakdown; results are wrong): bit 0 leaves out the fold,
 // bit 1 the wgmma, bit 2 the loads after the first pass over the stages (the producer only
 // re-arms them), bit 3 replaces the register A operand (weights expanded from int4) by shared
-// memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers). Real calls
+// memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers), bit 4 uses
+// constant activation scales in the fold (no shared-memory loads for them). Real calls
 // use SKIP = 0: no instruction but a wgmma then writes the partial-sum
 // registers, so ptxas keeps the wgmmas asynchronous.
 template <bool BF16, GemmMode MODE, int SKIP, int WGS>
@@ -202,16 +205,27 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     }
     wgmma_commit();
   };
+  // Activation scale pair j of this thread (profiling bit 4: constants, no shared-memory load).
+  auto scale_a = [&](const auto* sa, int j) {
+    if constexpr (SKIP & 16) {
+      using V = std::remove_cv_t<std::remove_pointer_t<decltype(sa)>>;
+      if constexpr (std::is_same_v<V, float2>) return make_float2(1.0f + float(t), 1.0f - float(j));
+      else return H::pack(1.0f + float(t), 1.0f - float(j));
+    } else {
+      return sa[4 * j + t];
+    }
+  };
   // The scales a fold needs, loaded into registers before the wait for its wgmma (v7: loaded
   // after it, their shared-memory latency, long while the tensor cores stream operands from
   // shared memory, was the largest stall of the fold). sa[j]: activation rows 8 j + 2 t, + 1.
-  // fp32 mode (two 64-register partial sums and 64 accumulators) has room for half of its
-  // activation scales only; the other half is loaded at the fold, behind the first half's math.
-  constexpr int kEarly = HALF_ACC || FP8 ? 16 : 6;
+  // Activation-scale pairs loaded early: fp32 mode (two 64-register partial sums and 64
+  // accumulators) has room for 6 of its 16 without spilling; `half` measured slower with all 16
+  // early (v7: 177.8 -> 194.4 us), so it loads them at the fold. The rest are loaded there.
+  constexpr int kEarly = FP8 ? 0 : HALF_ACC ? 0 : 6;
   struct Scales {
     const St* st;
-    float2 sa[HALF_ACC || FP8 ? 1 : kEarly];
-    typename H::T2 ha[HALF_ACC ? 16 : 1];
+    float2 sa[HALF_ACC || FP8 || kEarly == 0 ? 1 : kEarly];
+    typename H::T2 ha[HALF_ACC && kEarly > 0 ? kEarly : 1];
     float sw0, sw1;
     typename H::T2 hw0, hw1;
   };
@@ -225,7 +239,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       sc.hw1 = H::bcast(ws[r0 + 8]);
       const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(st.ascale);
 #pragma unroll
-      for (int j = 0; j < 16; ++j) sc.ha[j] = sa[4 * j + t];
+      for (int j = 0; j < kEarly; ++j) sc.ha[j] = scale_a(sa, j);
     } else {
       const float* ws = reinterpret_cast<const float*>(st.wscale);
       sc.sw0 = ws[r0];
@@ -233,7 +247,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       if constexpr (!FP8) {
         const float2* sa = reinterpret_cast<const float2*>(st.ascale);
 #pragma unroll
-        for (int j = 0; j < kEarly; ++j) sc.sa[j] = sa[4 * j + t];
+        for (int j = 0; j < kEarly; ++j) sc.sa[j] = scale_a(sa, j);
       }
     }
     return sc;
@@ -248,10 +262,12 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     } else if constexpr (HALF_ACC) {
       // §4.2: acc = T_fma(T(p), T(s_a * s_w), acc). The product of two T values rounded once to
       // T is exactly T(f32(s_a) * f32(s_w)) (the float32 product is exact), so __hmul2 computes it.
+      const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(sc.st->ascale);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(sc.ha[j], sc.hw0), hacc[2 * j]);
-        hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(sc.ha[j], sc.hw1), hacc[2 * j + 1]);
+        const typename H::T2 a = j < kEarly ? sc.ha[j < kEarly ? j : 0] : scale_a(sa, j);
+        hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(a, sc.hw0), hacc[2 * j]);
+        hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(a, sc.hw1), hacc[2 * j + 1]);
       }
     } else if constexpr (FP8) {
       // §5, one-sided: acc += p * s_w (fused: allowed, wider accumulation).
@@ -267,7 +283,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       const float2* sa = reinterpret_cast<const float2*>(sc.st->ascale);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        const float2 a = j < kEarly ? sc.sa[j < kEarly ? j : 0] : sa[4 * j + t];
+        const float2 a = j < kEarly ? sc.sa[j < kEarly ? j : 0] : scale_a(sa, j);
         acc[4 * j + 0] = fmaf(part[4 * j + 0], __fmul_rn(a.x, sc.sw0), acc[4 * j + 0]);
         acc[4 * j + 1] = fmaf(part[4 * j + 1], __fmul_rn(a.y, sc.sw0), acc[4 * j + 1]);
         acc[4 * j + 2] = fmaf(part[4 * j + 2], __fmul_rn(a.x, sc.sw1), acc[4 * j + 2]);
@@ -651,7 +667,10 @@ void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
       case 4: launch_tile<true, GemmMode::FP32, 4>(p, stream); return;
       case 8: launch_tile<true, GemmMode::FP32, 8>(p, stream); return;
       case 12: launch_tile<true, GemmMode::FP32, 12>(p, stream); return;
-      default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..4, 8 or 12");
+      case 16: launch_tile<true, GemmMode::FP32, 16>(p, stream); return;
+      case 20: launch_tile<true, GemmMode::FP32, 20>(p, stream); return;
+      case 28: launch_tile<true, GemmMode::FP32, 28>(p, stream); return;
+      default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..4, 8, 12, 16, 20 or 28");
     }
   }
   const bool bf16 = p.dtype == HalfType::BF16;
