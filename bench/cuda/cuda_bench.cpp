@@ -226,7 +226,6 @@ int main(int argc, char** argv) {
       ap.smooth = smooth.as<uint16_t>();
       ap.smooth_rcp = smooth_rcp.as<float>();
       ap.pdfrag = pd.as<uint32_t>();
-      ap.scale_f32 = true;
       ap.M = M;
       ap.K = K;
       ap.Rpad = int(cuda::padded_rank(R));
@@ -346,7 +345,6 @@ int main(int argc, char** argv) {
       ap.smooth = smooth.as<uint16_t>();
       ap.smooth_rcp = smooth_rcp.as<float>();
       ap.pdfrag = pd.as<uint32_t>();
-      ap.scale_f32 = true;
       ap.M = M;
       ap.K = K;
       ap.Rpad = int(R);
