@@ -226,6 +226,7 @@ int main(int argc, char** argv) {
       ap.smooth = smooth.as<uint16_t>();
       ap.smooth_rcp = smooth_rcp.as<float>();
       ap.pdfrag = pd.as<uint32_t>();
+      ap.scale_f32 = true;
       ap.M = M;
       ap.K = K;
       ap.Rpad = int(cuda::padded_rank(R));
@@ -345,6 +346,7 @@ int main(int argc, char** argv) {
       ap.smooth = smooth.as<uint16_t>();
       ap.smooth_rcp = smooth_rcp.as<float>();
       ap.pdfrag = pd.as<uint32_t>();
+      ap.scale_f32 = true;
       ap.M = M;
       ap.K = K;
       ap.Rpad = int(R);

@@ -398,7 +398,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
           }
           if (t == 0) {
             const int64_t at = (mt * G + g) * kTileM + rr;
-            p.ascale[at] = s_bits;
+            if (p.scale_f32) reinterpret_cast<float*>(p.ascale)[at] = H::to_f32(s_bits);
+            else p.ascale[at] = s_bits;
           }
         } else {
 #pragma unroll

@@ -10,7 +10,7 @@ void ActWorkspace::allocate(int64_t rows, int64_t K, int Rpad, bool fp8) {
   const int64_t Mpad = round_up(std::max<int64_t>(rows, 1), kTileM), G = K / kGroup, Mt = Mpad / kTileM;
   const size_t r1 = size_t(std::max(Rpad, 1));
   codes.resize(size_t(Mt * G * kCodeTileBytes));
-  ascale.resize(size_t(Mt * G * kTileM * 2));  // T scales
+  ascale.resize(size_t(Mt * G * kTileM * 4));  // float32 scales (T scales use half of it)
   lact.resize(size_t(Mpad) * r1 * 4);
   lpart.resize(size_t(act_quant_lpart_floats(Mpad, K, Rpad)) * 4);
   tickets.resize(size_t(act_quant_tickets(Mpad)) * 4);

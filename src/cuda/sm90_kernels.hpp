@@ -19,7 +19,7 @@ struct ActQuantParams {
   const float* smooth_rcp = nullptr;  // [K][2] reciprocal pairs (pack_smooth_reciprocal)
   const uint32_t* pdfrag = nullptr;   // proj_down in mma B-fragment order (pack_proj_down, act_quant.cu)
   uint8_t* codes = nullptr;           // [Mt][G][8192] e4m3 (sm90_layout.hpp)
-  uint16_t* ascale = nullptr;         // [Mt][G][128] T
+  uint16_t* ascale = nullptr;         // [Mt][G][128] T, or float32 (the same values) with scale_f32
   float* lact = nullptr;              // [Mpad, Rpad] float32
   // With act_quant_chunking(Mpad, K).chunks > 1: per-chunk partial sums [chunks, Mpad, Rpad] and
   // act_quant_tickets(Mpad) ticket counters, zero before the first call (the kernel leaves them
@@ -29,6 +29,7 @@ struct ActQuantParams {
   int64_t M = 0, K = 0;
   int Rpad = 0;                       // multiple of 8, <= kMaxRank; 0: no low-rank branch
   bool act_unsigned = false;
+  bool scale_f32 = false;
   HalfType dtype = HalfType::BF16;
   // fp8 activations (§5): row_amax [Mpad] (float bits; the launcher clears it) and row_scale
   // [Mpad] float32 s_row (0 for padding rows); codes as above, ascale unused.
@@ -60,7 +61,7 @@ enum class GemmTile : uint8_t { AUTO, ROWS128, ROWS192 };
 // NUMERICS.md §4: the W4A4 GEMM with the per-group scaling, epilogue and low-rank up projection.
 struct GemmParams {
   const uint8_t* codes = nullptr;     // activation codes (as above)
-  const void* ascale = nullptr;       // [Mt][G][128] T (FP32, HALF); unused (FP8)
+  const void* ascale = nullptr;       // [Mt][G][128]: float32 (FP32) or T (HALF); unused (FP8)
   const float* row_scale = nullptr;   // [Mpad] float32 s_row (FP8 only)
   const float* lact = nullptr;        // [Mpad, Rpad]
   const uint8_t* wfrag = nullptr;     // [Nt][G][8192 / 2] weight fragments

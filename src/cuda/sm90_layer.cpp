@@ -100,6 +100,7 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   a.smooth = smooth_.as<uint16_t>();
   a.smooth_rcp = smooth_rcp_.as<float>();
   a.pdfrag = pdfrag_.as<uint32_t>();
+  a.scale_f32 = options.accumulate != Accumulate::HALF;
   a.M = M;
   a.K = K;
   a.Rpad = int(Rpad_);

@@ -36,6 +36,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "cuda_check.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
@@ -67,7 +69,7 @@ template <int WGS>
 struct __align__(1024) Stage {  // 1024: the swizzled code tile starts on a 512-byte boundary
   uint8_t codes[kCodeTileBytes];       // activation codes, wgmma K-major 64-byte swizzle (sm90_layout.hpp)
   uint8_t weights[WGS][kBlockBytes];   // the weight blocks' fragments [tid][16 bytes]
-  uint16_t ascale[kTileM];             // T (both modes: fp32 mode widens them in registers, v7)
+  uint32_t ascale[kTileM];             // float32 (fp32 mode) or T in the low half of the array
   uint32_t wscale[WGS * kWeightBlock]; // likewise (T values contiguous from the start)
 };
 
@@ -203,42 +205,53 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     }
     wgmma_commit();
   };
-  // Activation scale pair j of this thread, T values of rows 8 j + 2 t and + 1 (profiling bit 4:
-  // constants, no shared-memory load).
-  auto scale_a = [&](const St& st, int j) -> typename H::T2 {
-    if constexpr (SKIP & 16) return H::pack(1.0f + float(t), 1.0f - float(j));
-    else return reinterpret_cast<const typename H::T2*>(st.ascale)[4 * j + t];
+  // Activation scale pair j of this thread (profiling bit 4: constants, no shared-memory load).
+  auto scale_a = [&](const auto* sa, int j) {
+    if constexpr (SKIP & 16) {
+      using V = std::remove_cv_t<std::remove_pointer_t<decltype(sa)>>;
+      if constexpr (std::is_same_v<V, float2>) return make_float2(1.0f + float(t), 1.0f - float(j));
+      else return H::pack(1.0f + float(t), 1.0f - float(j));
+    } else {
+      return sa[4 * j + t];
+    }
   };
-  // The scales a fold needs. The weight scales, and in fp32 mode the first kEarly activation-scale
-  // pairs, are loaded into registers before the wait for the fold's wgmma (v7: loaded after it,
-  // their shared-memory latency, long while the tensor cores stream operands from shared memory,
-  // was the fold's largest stall); the rest at the fold. `half` measured slower with its pairs
-  // loaded early (v7: 177.8 -> 194.4 us).
-  constexpr int kEarly = HALF_ACC || FP8 ? 0 : 8;
+  // The scales a fold needs, loaded into registers before the wait for its wgmma (v7: loaded
+  // after it, their shared-memory latency, long while the tensor cores stream operands from
+  // shared memory, was the largest stall of the fold). sa[j]: activation rows 8 j + 2 t, + 1.
+  // Activation-scale pairs loaded early: fp32 mode (two 64-register partial sums and 64
+  // accumulators) has room for 6 of its 16 without spilling; `half` measured slower with all 16
+  // early (v7: 177.8 -> 194.4 us), so it loads them at the fold. The rest are loaded there.
+  constexpr int kEarly = FP8 ? 0 : HALF_ACC ? 0 : 6;
   struct Scales {
     const St* st;
-    typename H::T2 sa[kEarly > 0 ? kEarly : 1];
+    float2 sa[HALF_ACC || FP8 || kEarly == 0 ? 1 : kEarly];
+    typename H::T2 ha[HALF_ACC && kEarly > 0 ? kEarly : 1];
     float sw0, sw1;
     typename H::T2 hw0, hw1;
   };
   auto load_scales = [&](const St& st) {
     Scales sc;
     sc.st = &st;
-    const int r0 = 64 * wg + rw;  // row in the CTA tile's scale vector
+    [[maybe_unused]] const int r0 = 64 * wg + rw;  // row in the CTA tile's scale vector
     if constexpr (HALF_ACC) {
       const uint16_t* ws = reinterpret_cast<const uint16_t*>(st.wscale);
       sc.hw0 = H::bcast(ws[r0]);
       sc.hw1 = H::bcast(ws[r0 + 8]);
+      const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(st.ascale);
+#pragma unroll
+      for (int j = 0; j < kEarly; ++j) sc.ha[j] = scale_a(sa, j);
     } else {
       const float* ws = reinterpret_cast<const float*>(st.wscale);
       sc.sw0 = ws[r0];
       sc.sw1 = ws[r0 + 8];
-    }
+      if constexpr (!FP8) {
+        const float2* sa = reinterpret_cast<const float2*>(st.ascale);
 #pragma unroll
-    for (int j = 0; j < kEarly; ++j) sc.sa[j] = scale_a(st, j);
+        for (int j = 0; j < kEarly; ++j) sc.sa[j] = scale_a(sa, j);
+      }
+    }
     return sc;
   };
-  auto pair = [&](const Scales& sc, int j) { return j < kEarly ? sc.sa[j < kEarly ? j : 0] : scale_a(*sc.st, j); };
   // Folds a completed partial sum into the accumulator. part[4j + e]: weight row rw + 8 (e / 2)
   // of the block, activation row 8 j + 2 t + e % 2.
   auto fold = [&](float(&part)[64], const Scales& sc) {
@@ -249,9 +262,10 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     } else if constexpr (HALF_ACC) {
       // §4.2: acc = T_fma(T(p), T(s_a * s_w), acc). The product of two T values rounded once to
       // T is exactly T(f32(s_a) * f32(s_w)) (the float32 product is exact), so __hmul2 computes it.
+      const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(sc.st->ascale);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        const typename H::T2 a = pair(sc, j);
+        const typename H::T2 a = j < kEarly ? sc.ha[j < kEarly ? j : 0] : scale_a(sa, j);
         hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(a, sc.hw0), hacc[2 * j]);
         hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(a, sc.hw1), hacc[2 * j + 1]);
       }
@@ -266,9 +280,10 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       }
     } else {
       // §4.1 with p * (s_a * s_w) + acc fused (allowed: wider accumulation).
+      const float2* sa = reinterpret_cast<const float2*>(sc.st->ascale);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        const float2 a = H::unpack(pair(sc, j));  // exact: f32(T)
+        const float2 a = j < kEarly ? sc.sa[j < kEarly ? j : 0] : scale_a(sa, j);
         acc[4 * j + 0] = fmaf(part[4 * j + 0], __fmul_rn(a.x, sc.sw0), acc[4 * j + 0]);
         acc[4 * j + 1] = fmaf(part[4 * j + 1], __fmul_rn(a.y, sc.sw0), acc[4 * j + 1]);
         acc[4 * j + 2] = fmaf(part[4 * j + 2], __fmul_rn(a.x, sc.sw1), acc[4 * j + 2]);
@@ -546,10 +561,8 @@ __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   constexpr bool FP8 = MODE == GemmMode::FP8;
-  constexpr uint32_t kElem = MODE == GemmMode::HALF ? 2 : 4;  // bytes per weight scale
-  // Activation scales are T in both modes (2 bytes; v7: half the shared-memory wavefronts of
-  // float32 in the fold); FP8: row scales in the epilogue instead.
-  constexpr uint32_t kAScaleBytes = FP8 ? 0 : 2 * kTileM;
+  constexpr uint32_t kElem = MODE == GemmMode::HALF ? 2 : 4;  // bytes per scale
+  constexpr uint32_t kAScaleBytes = FP8 ? 0 : kElem * kTileM;  // FP8: row scales in the epilogue instead
   constexpr uint32_t kStageTxBytes = kCodeTileBytes + WGS * (kBlockBytes + kElem * kWeightBlock) + kAScaleBytes;
 
   if (threadIdx.x == 0) {
@@ -593,7 +606,7 @@ __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
               j += n;
             }
             if constexpr (!FP8)
-              bulk_copy_g2s(st.ascale, asc + (mt * G + g) * kTileM * 2, kAScaleBytes, &full[slot.s]);
+              bulk_copy_g2s(st.ascale, asc + (mt * G + g) * kTileM * kElem, kAScaleBytes, &full[slot.s]);
           } else {
             mbar_arrive(&full[slot.s]);
           }

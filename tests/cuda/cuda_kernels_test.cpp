@@ -53,6 +53,15 @@ TEST_P(CudaActivationKernel, CodesScalesBitExactLowRankClose) {
   auto& tickets = buf.tickets;
   cuda::launch_act_quant(p, nullptr);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  // The same with float32 scales (the fp32-accumulation format): the same values, widened.
+  cuda::DeviceBuffer ascale32(size_t(Mt * G * 128 * 4));
+  cuda::ActQuantParams p32 = p;
+  p32.ascale = ascale32.as<uint16_t>();
+  p32.scale_f32 = true;
+  cuda::launch_act_quant(p32, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<float> hs32(ascale32.size() / 4);
+  ASSERT_EQ(cudaMemcpy(hs32.data(), ascale32.get(), ascale32.size(), cudaMemcpyDeviceToHost), cudaSuccess);
   std::vector<unsigned> ht(tickets.size() / 4);
   ASSERT_EQ(cudaMemcpy(ht.data(), tickets.get(), tickets.size(), cudaMemcpyDeviceToHost), cudaSuccess);
   EXPECT_EQ(std::count(ht.begin(), ht.end(), 0u), int64_t(ht.size())) << "ticket counters are left zero";
@@ -84,6 +93,8 @@ TEST_P(CudaActivationKernel, CodesScalesBitExactLowRankClose) {
         continue;
       }
       const uint16_t rs = q.scales.data_as<uint16_t>()[m * G + g];
+      const float s32 = hs32[size_t((mt * G + g) * 128 + r)], w32 = half_to_f32(c.dtype, s);
+      bad_scales += (std::isnan(s32) || std::isnan(w32)) ? std::isnan(s32) != std::isnan(w32) : s32 != w32;
       const bool gn = std::isnan(half_to_f32(c.dtype, s)), rn = std::isnan(half_to_f32(c.dtype, rs));
       nan_scales += gn;
       bad_scales += (gn || rn) ? gn != rn : s != rs;
