@@ -62,7 +62,6 @@ struct Shape {
   static constexpr int kConsumerRegs = WGS == 2 ? 240 : 160;
   static constexpr bool kTwoBuffers = WGS == 2;
 };
-template <GemmTile TILE> inline constexpr int kWgs = TILE == GemmTile::ROWS192 ? 3 : 2;
 
 // One stage: what the CTA needs for one group of 64 along K.
 template <int WGS>
