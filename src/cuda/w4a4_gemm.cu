@@ -217,14 +217,14 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
   // The scales a fold needs, loaded into registers before the wait for its wgmma (v7: loaded
   // after it, their shared-memory latency, long while the tensor cores stream operands from
   // shared memory, was the largest stall of the fold). sa[j]: activation rows 8 j + 2 t, + 1.
-  // Activation-scale pairs loaded early: fp32 mode (two 64-register partial sums and 64
-  // accumulators) has room for 6 of its 16 without spilling; `half` measured slower with all 16
-  // early (v7: 177.8 -> 194.4 us), so it loads them at the fold. The rest are loaded there.
-  constexpr int kEarly = FP8 ? 0 : HALF_ACC ? 0 : 6;
+  // Activation-scale pairs loaded early (fp32 mode only): two 64-register partial sums and 64
+  // accumulators leave room for 6 of its 16 without spilling; the rest are loaded at the fold.
+  // `half` measured slower with its 16 pairs early (v7: 177.8 -> 194.4 us), so it loads them all
+  // at the fold; fp8 mode has none.
+  constexpr int kEarly = MODE == GemmMode::FP32 ? 6 : 0;
   struct Scales {
     const St* st;
-    float2 sa[HALF_ACC || FP8 || kEarly == 0 ? 1 : kEarly];
-    typename H::T2 ha[HALF_ACC && kEarly > 0 ? kEarly : 1];
+    float2 sa[kEarly > 0 ? kEarly : 1];
     float sw0, sw1;
     typename H::T2 hw0, hw1;
   };
@@ -236,9 +236,6 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       const uint16_t* ws = reinterpret_cast<const uint16_t*>(st.wscale);
       sc.hw0 = H::bcast(ws[r0]);
       sc.hw1 = H::bcast(ws[r0 + 8]);
-      const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(st.ascale);
-#pragma unroll
-      for (int j = 0; j < kEarly; ++j) sc.ha[j] = scale_a(sa, j);
     } else {
       const float* ws = reinterpret_cast<const float*>(st.wscale);
       sc.sw0 = ws[r0];
@@ -264,7 +261,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(sc.st->ascale);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        const typename H::T2 a = j < kEarly ? sc.ha[j < kEarly ? j : 0] : scale_a(sa, j);
+        const typename H::T2 a = scale_a(sa, j);
         hacc[2 * j] = __hfma2(H::pack(part[4 * j], part[4 * j + 1]), __hmul2(a, sc.hw0), hacc[2 * j]);
         hacc[2 * j + 1] = __hfma2(H::pack(part[4 * j + 2], part[4 * j + 3]), __hmul2(a, sc.hw1), hacc[2 * j + 1]);
       }
