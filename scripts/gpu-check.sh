@@ -3,7 +3,7 @@
 # (tests and benchmarks on), run the GPU tests, compute-sanitizer (memcheck, racecheck) on a
 # subset, and the benchmark; print a short table last. Logs go to $OUT (default: ./gpu-check-out).
 #
-#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [ncu] [actncu] [stalls] [hotspots]
+#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [probe] [ncu] [actncu] [stalls] [hotspots]
 #   (default: the first four)
 #
 # Dependencies: scripts/gpu-deps.sh (the .debs that scripts/fetch-gpu-deps.sh put into .deps/,
@@ -33,7 +33,7 @@ if has build; then
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSVDQUANT_BUILD_TESTS=ON \
     -DSVDQUANT_BUILD_BENCH=ON -DSVDQUANT_BUILD_PYTHON=OFF "${EXTRA[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; }
   # -k 0: a broken target elsewhere must not hide the CUDA results. Only what this script runs.
-  cmake --build "$BUILD" -j 16 --target cuda_tests cuda_bench -- -k 0 > "$OUT/build.log" 2>&1
+  cmake --build "$BUILD" -j 16 --target cuda_tests cuda_bench tma_probe -- -k 0 > "$OUT/build.log" 2>&1
   RESULT[build]="rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E "error|warning: " "$OUT/build.log" | grep -v "^ninja: build stopped" | head -20
   grep -E "ptxas|registers|spill" "$OUT/build.log" | head -20
@@ -53,7 +53,8 @@ fi
 TESTS=$BUILD/tests/cuda/cuda_tests
 if has tests; then
   if [ -x "$TESTS" ]; then
-    "$TESTS" --gtest_output="xml:$OUT/cuda_tests.xml" > "$OUT/tests.log" 2>&1
+    # Time limits: a kernel that hangs (a barrier never completing) must not take the whole call.
+    timeout "${TEST_TIMEOUT:-240}" "$TESTS" --gtest_output="xml:$OUT/cuda_tests.xml" > "$OUT/tests.log" 2>&1
     rc=$?
     RESULT[tests]="rc=$rc, $(grep -cE '^\[       OK \]' "$OUT/tests.log") ok, $(grep -cE '^\[  FAILED  \] [A-Za-z]' "$OUT/tests.log") failed lines, $(grep -cE '^\[  SKIPPED \] [A-Za-z]' "$OUT/tests.log") skipped"
     grep -E "Failure|Expected|Which is|actual|differ|ulp|FAILED|Skipped" -A3 "$OUT/tests.log" | head -80
@@ -77,10 +78,21 @@ fi
 if has bench; then
   BENCH=$BUILD/bench/cuda/cuda_bench
   if [ -x "$BENCH" ]; then
-    "$BENCH" > "$OUT/bench.log" 2>&1
+    timeout "${BENCH_TIMEOUT:-300}" "$BENCH" > "$OUT/bench.log" 2>&1
     RESULT[bench]="rc=$?"
   else
     RESULT[bench]="not built"
+  fi
+fi
+
+if has probe; then
+  # The bulk-copy delivery alone (bench/cuda/tma_probe.cu).
+  PROBE=$BUILD/bench/cuda/tma_probe
+  if [ -x "$PROBE" ]; then
+    timeout 120 "$PROBE" > "$OUT/probe.log" 2>&1
+    RESULT[probe]="rc=$? (probe.log)"
+  else
+    RESULT[probe]="not built"
   fi
 fi
 
@@ -148,12 +160,13 @@ fi
 echo
 echo "==================== gpu-check summary ===================="
 head -2 "$OUT/env.log" | tail -1
-for k in build sass tests memcheck racecheck bench ncu actncu stalls hotspots; do
+for k in build sass tests memcheck racecheck bench probe ncu actncu stalls hotspots; do
   [ -n "${RESULT[$k]:-}" ] && printf "%-10s %s\n" "$k" "${RESULT[$k]}"
 done
 [ -f "$OUT/ncu-summary.log" ] && cat "$OUT/ncu-summary.log"
 [ -f "$OUT/stalls-summary.log" ] && cat "$OUT/stalls-summary.log"
 [ -f "$OUT/actncu-summary.log" ] && cat "$OUT/actncu-summary.log"
 [ -f "$OUT/hotspots.log" ] && head -70 "$OUT/hotspots.log"
+[ -f "$OUT/probe.log" ] && cat "$OUT/probe.log"
 [ -f "$OUT/bench.log" ] && grep -E "^\||^M=|^device" "$OUT/bench.log" | head -40
 exit 0

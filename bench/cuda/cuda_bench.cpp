@@ -307,8 +307,8 @@ int main(int argc, char** argv) {
                 r.act * 1e3, act_gbs, 100.0 * act_gbs / copy_gbs, r.act8 * 1e3, r.bf16 * 1e3, r.fp8 * 1e3, flops / (r.ours_fp8 * 1e9),
                 r.bf16 / r.ours_fp32, r.bf16 / r.ours_half, r.bf16 / r.ours_fp8, r.fp8 > 0 ? r.fp8 / r.ours_fp8 : 0.0, r.ours_nv * 1e3, r.bf16 / r.ours_nv);
   }
-  // GEMM breakdown (fp32 accumulation, K = N = 3072): the GEMM kernel alone, then with the
-  // per-group fold left out, the wgmma left out, and both (the load pipeline alone).
+  // GEMM breakdown (K = N = 3072): the GEMM kernel alone in fp32 and fp8 mode, then with parts
+  // left out (GemmParams::profile_skip), to see which part sets the time.
   {
     const int64_t K = 3072, N = 3072, G = K / 64, Nt = cuda::weight_tiles(N);
     const LayerWeights w = random_layer(N, K, R, rng);
@@ -332,8 +332,8 @@ int main(int argc, char** argv) {
     }
     const auto pdf = cuda::pack_proj_down(w.proj_down, K, R, R);
     pd.upload(pdf.data(), pdf.size() * 4);
-    std::printf("\nGEMM kernel alone, K = N = 3072 (us), fp32 accumulation, automatic tile: full | no fold | no wgmma | "
-                "loads only | no low-rank; then each CTA tile (128 or 192 weight rows) in fp32, half and fp8 mode\n");
+    std::printf("\nGEMM kernel alone, K = N = 3072 (us): profiling variants of the 128-row tile in fp32 and fp8 mode, "
+                "then each configuration (CTA tile of 128 or 192 weight rows, cluster of 1, 2 or 4 CTAs) in each mode\n");
     for (int64_t M : profile ? std::vector<int64_t>{4608} : std::vector<int64_t>{256, 4608}) {
       const int64_t Mt = cuda::ceil_div(M, 128);
       cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2));
@@ -372,40 +372,48 @@ int main(int argc, char** argv) {
       }
       gp.row_scale = rs.as<float>();
       std::fprintf(stderr, "cuda_bench: breakdown M=%lld\n", (long long)M);
-      double t[10], tile32[2], tile16[2], tile8[2], nolora = 0;
-      const int variants[10] = {0, 1, 2, 3, 4, 8, 12, 16, 20, 28};
-      for (int v = 0; v < 10; ++v) {
-        gp.profile_skip = variants[v];
-        t[v] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+      // Variants (GemmParams::profile_skip) of the 128-row tile with clusters of 1 and 2: full, no
+      // fold, no loads, no fold + no loads, A from smem, delivery only (consumers wait and release).
+      const int variants[6] = {0, 1, 4, 5, 8, 11};
+      const double flop = 2.0 * double(M) * double(N) * double(K);
+      for (int cluster : {1, 2}) {
+        gp.config = cuda::GemmConfig{cuda::GemmTile::ROWS128, cluster};
+        for (const cuda::GemmMode mode : {cuda::GemmMode::FP32, cuda::GemmMode::FP8}) {
+          gp.mode = mode;
+          double t[6];
+          for (int v = 0; v < 6; ++v) {
+            gp.profile_skip = variants[v];
+            t[v] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+          }
+          gp.profile_skip = 0;
+          std::printf("M=%lld %s, 128 rows, cluster %d: full %.1f | no fold %.1f | no loads %.1f | no fold, no loads %.1f | "
+                      "A from smem %.1f | delivery only %.1f\n",
+                      (long long)M, mode == cuda::GemmMode::FP8 ? "fp8" : "fp32", cluster, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3,
+                      t[3] * 1e3, t[4] * 1e3, t[5] * 1e3);
+        }
       }
-      gp.profile_skip = 0;
-      const cuda::GemmTile tiles[2] = {cuda::GemmTile::ROWS128, cuda::GemmTile::ROWS192};
-      for (int f = 0; f < 2; ++f) {
-        gp.tile = tiles[f];
-        tile32[f] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
-      }
-      // HALF mode reads T scales: the same buffers reinterpreted (timing only, values wrong).
-      gp.mode = cuda::GemmMode::HALF;
-      for (int f = 0; f < 2; ++f) {
-        gp.tile = tiles[f];
-        tile16[f] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
-      }
-      gp.mode = cuda::GemmMode::FP8;
-      for (int f = 0; f < 2; ++f) {
-        gp.tile = tiles[f];
-        tile8[f] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+      // Every configuration in each mode (HALF reads the T scales it expects from the same buffers
+      // reinterpreted: timing only, values wrong).
+      const cuda::GemmConfig configs[5] = {{cuda::GemmTile::ROWS128, 1}, {cuda::GemmTile::ROWS128, 2}, {cuda::GemmTile::ROWS128, 4},
+                                           {cuda::GemmTile::ROWS192, 1}, {cuda::GemmTile::ROWS192, 2}};
+      for (const cuda::GemmMode mode : {cuda::GemmMode::FP32, cuda::GemmMode::HALF, cuda::GemmMode::FP8}) {
+        gp.mode = mode;
+        double t[5];
+        for (int c = 0; c < 5; ++c) {
+          gp.config = configs[c];
+          t[c] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+        }
+        const double best = *std::min_element(t, t + 5);
+        std::printf("M=%lld %s: 128 rows x cluster 1 %.1f | 2 %.1f | 4 %.1f; 192 rows x cluster 1 %.1f | 2 %.1f  (best %.0f TOPS)\n",
+                    (long long)M, mode == cuda::GemmMode::FP8 ? "fp8" : mode == cuda::GemmMode::HALF ? "half" : "fp32", t[0] * 1e3,
+                    t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, t[4] * 1e3, flop / (best * 1e9));
       }
       gp.mode = cuda::GemmMode::FP32;
-      gp.tile = cuda::GemmTile::AUTO;
+      gp.config = cuda::GemmConfig{};
       gp.Rpad = 0;
-      nolora = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+      const double nolora = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       gp.Rpad = int(R);
-      const double flop = 2.0 * double(M) * double(N) * double(K);
-      std::printf("M=%lld: fp32 %.1f | %.1f | %.1f | %.1f | %.1f | no loads %.1f | A from smem %.1f | A from smem, no loads %.1f | const a-scales %.1f, + no loads %.1f, + A from smem %.1f || fp32: 128 rows %.1f | 192 rows %.1f   half: 128 rows %.1f | "
-                  "192 rows %.1f   fp8: 128 rows %.1f | 192 rows %.1f   (%.0f TOPS fp32 auto, %.0f TOPS fp8 best)\n",
-                  (long long)M, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, nolora * 1e3, t[4] * 1e3, t[5] * 1e3, t[6] * 1e3, t[7] * 1e3, t[8] * 1e3, t[9] * 1e3, tile32[0] * 1e3,
-                  tile32[1] * 1e3, tile16[0] * 1e3, tile16[1] * 1e3, tile8[0] * 1e3, tile8[1] * 1e3, flop / (t[0] * 1e9),
-                  flop / (std::min(tile8[0], tile8[1]) * 1e9));
+      std::printf("M=%lld fp32, automatic configuration, without the low-rank branch: %.1f\n", (long long)M, nolora * 1e3);
     }
   }
   cublasDestroy(cublas);

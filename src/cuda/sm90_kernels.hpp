@@ -58,6 +58,15 @@ enum class GemmMode : uint8_t { FP32, HALF, FP8 };
 // buffers each) or 192 (three, one buffer each); AUTO picks per docs/perf-notes.md v7.
 enum class GemmTile : uint8_t { AUTO, ROWS128, ROWS192 };
 
+// The GEMM's launch shape: the CTA tile, and the CTAs per cluster (1, 2 or 4; 0: chosen per
+// call). The CTAs of a cluster take adjacent column tiles of the same 128 activation rows and
+// share each activation code tile: every CTA reads 1 / cluster of it from L2 and multicasts it to
+// all (w4a4_gemm.cu). Every configuration gives bitwise the same output.
+struct GemmConfig {
+  GemmTile tile = GemmTile::AUTO;
+  int cluster = 0;
+};
+
 // NUMERICS.md §4: the W4A4 GEMM with the per-group scaling, epilogue and low-rank up projection.
 struct GemmParams {
   const uint8_t* codes = nullptr;     // activation codes (as above)
@@ -75,11 +84,13 @@ struct GemmParams {
   float alpha = 1.0f;
   GemmMode mode = GemmMode::FP32;
   HalfType dtype = HalfType::BF16;
-  GemmTile tile = GemmTile::AUTO;
-  // Profiling only (cuda_bench's breakdown; wrong results; bf16 FP32 mode): bit 0 leaves out the
-  // per-group fold, bit 1 the wgmma; 4: no loads after the first pass over the stages; 8: A from
-  // shared memory (no int4 expansion), 12: both; 16: constant activation scales in the fold, 20 and
-  // 28 with 4 and 12 (w4a4_gemm.cu). 0 in every real call.
+  GemmConfig config;
+  // Profiling only (cuda_bench's breakdown; wrong results; bf16, FP32 or FP8 mode, 128-row tile,
+  // the configured cluster):
+  // bit 0 leaves out the per-group fold, bit 1 the wgmma; 4: no loads after the first pass over
+  // the stages; 8: A from shared memory (no int4 expansion). Variants 1, 4, 5, 8 and 11 exist
+  // (11: the consumers only wait for and release the stages: the delivery alone). 0 in every real
+  // call.
   int profile_skip = 0;
 };
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream);

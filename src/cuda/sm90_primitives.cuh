@@ -1,5 +1,6 @@
-// Hopper (sm_90a) building blocks as inline PTX: mbarriers, 1-D bulk copies (TMA) completing on
-// an mbarrier, the warpgroup MMA (wgmma) with its fences, and named barriers.
+// Hopper (sm_90a) building blocks as inline PTX: mbarriers (local and cluster-wide), 1-D bulk
+// copies (TMA, also multicast to a cluster) completing on an mbarrier, cluster barriers, the
+// warpgroup MMA (wgmma) with its fences, and named barriers.
 #pragma once
 #include <cstdint>
 
@@ -35,6 +36,56 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t by
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
                : "memory");
 }
+// Arrives on the barrier at the same shared-memory offset as `bar` in CTA `cta` of the cluster,
+// in the threads where `pred` holds (predicated, no branch: used inside the wgmma pipeline).
+// Default semantics (release, CTA scope) as CUTLASS's cluster barriers: `.release.cluster` puts
+// a MEMBAR.GPU before every arrival.
+__device__ __forceinline__ void mbar_arrive_cluster_if(bool pred, uint64_t* bar, uint32_t cta) {
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %2, 0;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "@p mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(cta), "r"(uint32_t(pred))
+      : "memory");
+}
+// The local arrival, likewise predicated.
+__device__ __forceinline__ void mbar_arrive_if(bool pred, uint64_t* bar) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %1, 0;\n"
+      "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(uint32_t(pred))
+      : "memory");
+}
+// This CTA's rank in its cluster, the cluster's index in the grid and the number of clusters
+// (1-D grids).
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ uint32_t cluster_index() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%clusterid.x;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ uint32_t cluster_count() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%nclusterid.x;\n" : "=r"(r));
+  return r;
+}
+// Every thread of every CTA of the cluster (release / acquire: shared-memory accesses before it,
+// local or remote, are visible to all after it).
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\n" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory");
+}
 // 1-D bulk copy global -> shared; bytes and both addresses multiples of 16.
 __device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
   asm volatile(
@@ -44,6 +95,17 @@ __device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, uint32
       : "memory");
 }
 
+// 1-D bulk copy global -> the shared memory of every CTA of the cluster in `mask` (bit i: rank
+// i), at the same offset as `dst` in each, completing on the barrier at `bar`'s offset in each:
+// one L2 read for all of them.
+__device__ __forceinline__ void bulk_copy_g2s_multicast(void* dst, const void* src, uint32_t bytes, uint64_t* bar,
+                                                        uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], %4;\n" ::"r"(
+          smem_addr(dst)),
+      "l"(src), "r"(bytes), "r"(smem_addr(bar)), "h"(mask)
+      : "memory");
+}
 // Orders this thread's view of shared memory written through the generic proxy before later
 // accesses through the async proxy (wgmma operands).
 __device__ __forceinline__ void fence_proxy_async() {

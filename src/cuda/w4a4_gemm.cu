@@ -36,7 +36,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <type_traits>
+#include <algorithm>
+#include <atomic>
+#include <string>
 
 #include "cuda_check.hpp"
 #include "sm90_kernels.hpp"
@@ -99,6 +101,28 @@ struct Slot {
   }
 };
 
+// The tiles of a CTA. Clusters of CS CTAs walk the (activation row tile, group of CS column
+// tiles) pairs, n fastest (the clusters in flight share their code tiles in L2); rank r of a
+// cluster takes column tile CS * group + r. Where the column tiles do not fill the last group,
+// its surplus ranks compute a copy of the last column tile (the others need their share of the
+// multicast code tiles) and store nothing.
+template <int CS>
+struct TileWalk {
+  int64_t n_tiles = 0, n_groups = 0, total = 0;  // column tiles, groups of CS of them, pairs
+  struct Tile {
+    int64_t ct, mt;
+    bool store;
+  };
+  __device__ Tile at(int64_t i, uint32_t rank) const {
+    const int64_t ct = (i % n_groups) * CS + rank;
+    return {ct < n_tiles ? ct : n_tiles - 1, i / n_groups, ct < n_tiles};
+  }
+  // This cluster's first pair and the stride (one cluster per CTA when CS = 1).
+  __device__ static int64_t first() { return CS == 1 ? blockIdx.x : cluster_index(); }
+  __device__ static int64_t stride() { return CS == 1 ? gridDim.x : cluster_count(); }
+  __device__ static uint32_t rank() { return CS == 1 ? 0u : cluster_rank(); }
+};
+
 // The A registers of one m64 block for the two k32 steps of a group (e4m3, wgmma fragment order).
 struct AFrag {
   uint32_t k0[4], k1[4];
@@ -149,13 +173,12 @@ __device__ __forceinline__ void int4x8_to_e4m3(uint32_t w, uint32_t& lo, uint32_
 // SKIP (profiling only, cuda_bench's breakdown; results are wrong): bit 0 leaves out the fold,
 // bit 1 the wgmma, bit 2 the loads after the first pass over the stages (the producer only
 // re-arms them), bit 3 replaces the register A operand (weights expanded from int4) by shared
-// memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers), bit 4 uses
-// constant activation scales in the fold (no shared-memory loads for them). Real calls
-// use SKIP = 0: no instruction but a wgmma then writes the partial-sum
-// registers, so ptxas keeps the wgmmas asynchronous.
-template <bool BF16, GemmMode MODE, int SKIP, int WGS>
+// memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers). Real calls
+// use SKIP = 0: no instruction but a wgmma then writes the partial-sum registers, so ptxas keeps
+// the wgmmas asynchronous.
+template <bool BF16, GemmMode MODE, int SKIP, int WGS, int CS>
 __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages, uint64_t* full, uint64_t* empty,
-                                        uint8_t* epi, int64_t n_tiles, int64_t total) {
+                                        uint8_t* epi, const TileWalk<CS>& walk) {
   using H = Half<BF16>;
   using C = Config<WGS>;
   using Sh = Shape<WGS>;
@@ -204,16 +227,8 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     }
     wgmma_commit();
   };
-  // Activation scale pair j of this thread (profiling bit 4: constants, no shared-memory load).
-  auto scale_a = [&](const auto* sa, int j) {
-    if constexpr (SKIP & 16) {
-      using V = std::remove_cv_t<std::remove_pointer_t<decltype(sa)>>;
-      if constexpr (std::is_same_v<V, float2>) return make_float2(1.0f + float(t), 1.0f - float(j));
-      else return H::pack(1.0f + float(t), 1.0f - float(j));
-    } else {
-      return sa[4 * j + t];
-    }
-  };
+  // Activation scale pair j of this thread: rows 8 j + 2 t, + 1.
+  auto scale_a = [&](const auto* sa, int j) { return sa[4 * j + t]; };
   // The scales a fold needs, loaded into registers before the wait for its wgmma (v7: loaded
   // after it, their shared-memory latency, long while the tensor cores stream operands from
   // shared memory, was the largest stall of the fold). sa[j]: activation rows 8 j + 2 t, + 1.
@@ -292,11 +307,20 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     mbar_wait(&full[c.s], c.phase);
     return stages[c.s];
   };
-  auto release = [&](const Slot<S>& c) { mbar_arrive(&empty[c.s]); };
+  // One arrival per warp and CTA of the cluster (DeepGEMM's scheme; the CTAs' producers multicast
+  // into every CTA's stage, so each waits until all of them have released it). __syncwarp orders
+  // every lane's reads of the stage before the arrival; the wgmmas reading it have completed.
+  auto release = [&](const Slot<S>& c) {
+    __syncwarp();
+    if constexpr (CS == 1) mbar_arrive_if(lane == 0, &empty[c.s]);
+    else mbar_arrive_cluster_if(lane < CS, &empty[c.s], uint32_t(lane % CS));
+  };
 
   Slot<S> slot;  // the stage of the next group (the producer walks the ring the same way)
-  for (int64_t tile = blockIdx.x; tile < total; tile += gridDim.x) {
-    const int64_t ct = tile % n_tiles, mt = tile / n_tiles;
+  const uint32_t rank = TileWalk<CS>::rank();
+  for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
+    const auto tl = walk.at(i, rank);
+    const int64_t ct = tl.ct, mt = tl.mt;
     if constexpr (HALF_ACC) {
 #pragma unroll
       for (int i = 0; i < 32; ++i) hacc[i] = H::zero2();
@@ -523,7 +547,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     stage_out();
     named_barrier(1, Sh::kConsumerThreads);
     const int64_t m_base = mt * kTileM;
-    const int rows = p.M - m_base < kTileM ? int(p.M - m_base) : kTileM;
+    const int rows = !tl.store ? 0 : p.M - m_base < kTileM ? int(p.M - m_base) : kTileM;
     const int cols = p.N - n_cta < Sh::kRows ? int(p.N - n_cta) : Sh::kRows;
     if (cols == Sh::kRows && p.N % 8 == 0) {
       constexpr int kVecs = Sh::kRows / 8;  // 16-byte stores per output row
@@ -541,9 +565,9 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
   }
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, int WGS>
+template <bool BF16, GemmMode MODE, int SKIP, int WGS, int CS>
 __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
-    w4a4_gemm_kernel(const GemmParams p, const int64_t n_tiles, const int64_t total) {
+    w4a4_gemm_kernel(const GemmParams p, const TileWalk<CS> walk) {
   using C = Config<WGS>;
   using Sh = Shape<WGS>;
   constexpr int S = C::kStages;
@@ -563,12 +587,14 @@ __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < S; ++s) {
-      mbar_init(&full[s], 1);                      // the producer's arrive_expect_tx
-      mbar_init(&empty[s], Sh::kConsumerThreads);  // every consumer thread
+      mbar_init(&full[s], 1);                                // the producer's arrive_expect_tx
+      mbar_init(&empty[s], CS * Sh::kConsumerThreads / 32);  // every consumer warp of the cluster
     }
     mbar_init_fence();
   }
-  __syncthreads();
+  // No CTA multicasts into another's stages, or arrives on its barriers, before they exist.
+  if constexpr (CS == 1) __syncthreads();
+  else cluster_sync();
 
   if (warp >= Sh::kConsumerThreads / 32) {
     // Producer warpgroup: gives registers away; its first thread feeds the stages, running ahead
@@ -577,17 +603,31 @@ __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
     if (warp == Sh::kConsumerThreads / 32 && lane == 0) {
       const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
       const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
+      const uint32_t rank = TileWalk<CS>::rank();
+      // The code tile and the activation scales: this CTA's 1 / CS of them, to every CTA.
+      auto shared_copy = [&](uint8_t* dst, const uint8_t* src, uint32_t bytes, uint64_t* bar) {
+        if constexpr (CS == 1) {
+          bulk_copy_g2s(dst, src, bytes, bar);
+        } else {
+          const uint32_t part = bytes / CS, off = rank * part;
+          bulk_copy_g2s_multicast(dst + off, src + off, part, bar, uint16_t((1u << CS) - 1));
+        }
+      };
       Slot<S> slot;
       bool first_pass = true;
-      for (int64_t tile = blockIdx.x; tile < total; tile += gridDim.x) {
-        const int64_t ct = tile % n_tiles, mt = tile / n_tiles;
+      for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
+        const auto tl = walk.at(i, rank);
+        const int64_t ct = tl.ct, mt = tl.mt;
         for (int64_t g = 0; g < G; ++g) {
           if (!first_pass) mbar_wait(&empty[slot.s], slot.phase ^ 1u);
           Stage<WGS>& st = stages[slot.s];
           const bool refill = !(SKIP & 4) || first_pass;  // profiling: filled once, then re-armed
           if (refill) {
+            // Everything that lands in this CTA's stage, whichever CTA's producer copies it (a
+            // peer's share may complete before this expect_tx: the transaction count goes
+            // negative meanwhile, and the phase cannot complete without this arrival).
             mbar_arrive_expect_tx(&full[slot.s], kStageTxBytes);
-            bulk_copy_g2s(st.codes, p.codes + (mt * G + g) * kCodeTileBytes, kCodeTileBytes, &full[slot.s]);
+            shared_copy(st.codes, p.codes + (mt * G + g) * kCodeTileBytes, kCodeTileBytes, &full[slot.s]);
             // Weight blocks b = WGS ct + j: block b is half b % 2 of weight tile b / 2; two blocks
             // of one tile are adjacent in memory, so they go in one copy.
             for (int j = 0; j < WGS;) {
@@ -602,7 +642,7 @@ __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
               j += n;
             }
             if constexpr (!FP8)
-              bulk_copy_g2s(st.ascale, asc + (mt * G + g) * kTileM * kElem, kAScaleBytes, &full[slot.s]);
+              shared_copy(reinterpret_cast<uint8_t*>(st.ascale), asc + (mt * G + g) * kTileM * kElem, kAScaleBytes, &full[slot.s]);
           } else {
             mbar_arrive(&full[slot.s]);
           }
@@ -613,8 +653,10 @@ __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
     }
   } else {
     setmaxnreg_inc<Sh::kConsumerRegs>();
-    consume<BF16, MODE, SKIP, WGS>(p, stages, full, empty, epi, n_tiles, total);
+    consume<BF16, MODE, SKIP, WGS, CS>(p, stages, full, empty, epi, walk);
   }
+  // No CTA leaves while a peer may still arrive on its barriers.
+  if constexpr (CS > 1) cluster_sync();
 }
 
 int sm_count() {
@@ -624,28 +666,91 @@ int sm_count() {
   return n;
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, int WGS>
-void launch_typed(const GemmParams& p, int sms, cudaStream_t stream) {
+// The most clusters of CS CTAs of `kernel` resident at once on this device (cached per device).
+template <int CS, typename Kernel>
+int max_clusters(Kernel kernel, const cudaLaunchConfig_t& cfg, int sms) {
+  if constexpr (CS == 1) {
+    return sms;
+  } else {
+    static std::atomic<int> cache[64];
+    int dev = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    if (dev < 64 && cache[dev].load() > 0) return cache[dev].load();
+    int n = 0;
+    check(cudaOccupancyMaxActiveClusters(&n, kernel, &cfg), "cudaOccupancyMaxActiveClusters(w4a4_gemm_kernel)");
+    if (n <= 0) throw UnsupportedError("cuda-sm90: no cluster of " + std::to_string(CS) + " GEMM CTAs fits this GPU");
+    if (dev < 64) cache[dev].store(n);
+    return n;
+  }
+}
+
+template <bool BF16, GemmMode MODE, int SKIP, int WGS, int CS>
+void launch_typed(const GemmParams& p, cudaStream_t stream) {
   using C = Config<WGS>;
-  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, WGS>;
+  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, WGS, CS>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes)),
         "cudaFuncSetAttribute(w4a4_gemm_kernel)");
   // The weight buffers hold weight_tiles(N) tiles, enough blocks for either shape (sm90_layout.hpp).
-  const int64_t n_tiles = ceil_div(p.N, Shape<WGS>::kRows), total = n_tiles * ceil_div(p.M, kTileM);
-  const unsigned grid = unsigned(total < sms ? total : sms);
-  kernel<<<grid, Shape<WGS>::kThreads, C::kSmemBytes, stream>>>(p, n_tiles, total);
+  TileWalk<CS> walk;
+  walk.n_tiles = ceil_div(p.N, Shape<WGS>::kRows);
+  walk.n_groups = ceil_div(walk.n_tiles, int64_t(CS));
+  walk.total = walk.n_groups * ceil_div(p.M, kTileM);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = CS;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.blockDim = dim3(Shape<WGS>::kThreads);
+  cfg.dynamicSmemBytes = C::kSmemBytes;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = CS > 1 ? 1 : 0;
+  cfg.gridDim = dim3(CS);  // for the occupancy query
+  const int64_t clusters = std::min<int64_t>(walk.total, max_clusters<CS>(kernel, cfg, sm_count()));
+  cfg.gridDim = dim3(unsigned(clusters * CS));
+  check(cudaLaunchKernelEx(&cfg, kernel, p, walk), "cudaLaunchKernelEx(w4a4_gemm_kernel)");
   check_launch("w4a4_gemm_kernel");
 }
 
-// ROWS128 unless asked (the automatic choice is revisited with each measurement, docs/perf-notes.md).
-GemmTile pick_tile(const GemmParams& p) { return p.tile == GemmTile::AUTO ? GemmTile::ROWS128 : p.tile; }
+// ROWS128 and clusters of 2 unless asked (the automatic choice is revisited with each
+// measurement, docs/perf-notes.md).
+GemmTile pick_tile(const GemmParams& p) { return p.config.tile == GemmTile::AUTO ? GemmTile::ROWS128 : p.config.tile; }
+int pick_cluster(const GemmParams& p) {
+  const int c = p.config.cluster == 0 ? 2 : p.config.cluster;
+  if (c != 1 && c != 2 && c != 4) throw UnsupportedError("cuda-sm90: GEMM cluster size must be 1, 2 or 4");
+  return c;
+}
 
-template <bool BF16, GemmMode MODE, int SKIP>
+template <bool BF16, GemmMode MODE, int SKIP, int WGS>
+void launch_cluster(const GemmParams& p, cudaStream_t stream) {
+  switch (pick_cluster(p)) {
+    case 1: return launch_typed<BF16, MODE, SKIP, WGS, 1>(p, stream);
+    case 4:
+      // Clusters of 4: the 128-row tile of real calls only (compile time).
+      if constexpr (WGS == 2 && SKIP == 0) return launch_typed<BF16, MODE, SKIP, WGS, 4>(p, stream);
+      throw UnsupportedError("cuda-sm90: GEMM clusters of 4 exist for the 128-row tile only");
+    default: return launch_typed<BF16, MODE, SKIP, WGS, 2>(p, stream);
+  }
+}
+
+template <bool BF16, GemmMode MODE>
 void launch_tile(const GemmParams& p, cudaStream_t stream) {
-  const int sms = sm_count();
   switch (pick_tile(p)) {
-    case GemmTile::ROWS192: return launch_typed<BF16, MODE, SKIP, 3>(p, sms, stream);
-    default: return launch_typed<BF16, MODE, SKIP, 2>(p, sms, stream);
+    case GemmTile::ROWS192: return launch_cluster<BF16, MODE, 0, 3>(p, stream);
+    default: return launch_cluster<BF16, MODE, 0, 2>(p, stream);
+  }
+}
+
+template <GemmMode MODE>
+void launch_profile(const GemmParams& p, cudaStream_t stream) {
+  switch (p.profile_skip) {
+    case 1: return launch_cluster<true, MODE, 1, 2>(p, stream);
+    case 4: return launch_cluster<true, MODE, 4, 2>(p, stream);
+    case 5: return launch_cluster<true, MODE, 5, 2>(p, stream);
+    case 8: return launch_cluster<true, MODE, 8, 2>(p, stream);
+    case 11: return launch_cluster<true, MODE, 11, 2>(p, stream);
+    default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0, 1, 4, 5, 8 or 11");
   }
 }
 
@@ -653,27 +758,16 @@ void launch_tile(const GemmParams& p, cudaStream_t stream) {
 
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
   if (p.M == 0) return;
-  if (p.profile_skip != 0) {  // profiling variants: bf16, fp32 accumulation only
-    if (p.dtype != HalfType::BF16 || p.mode != GemmMode::FP32)
-      throw UnsupportedError("cuda-sm90: GEMM profiling variants exist for bf16 fp32 accumulation only");
-    switch (p.profile_skip) {
-      case 1: launch_tile<true, GemmMode::FP32, 1>(p, stream); return;
-      case 2: launch_tile<true, GemmMode::FP32, 2>(p, stream); return;
-      case 3: launch_tile<true, GemmMode::FP32, 3>(p, stream); return;
-      case 4: launch_tile<true, GemmMode::FP32, 4>(p, stream); return;
-      case 8: launch_tile<true, GemmMode::FP32, 8>(p, stream); return;
-      case 12: launch_tile<true, GemmMode::FP32, 12>(p, stream); return;
-      case 16: launch_tile<true, GemmMode::FP32, 16>(p, stream); return;
-      case 20: launch_tile<true, GemmMode::FP32, 20>(p, stream); return;
-      case 28: launch_tile<true, GemmMode::FP32, 28>(p, stream); return;
-      default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0..4, 8, 12, 16, 20 or 28");
-    }
+  if (p.profile_skip != 0) {  // profiling variants: bf16, fp32 or fp8 mode, 128-row tile only
+    if (p.dtype != HalfType::BF16 || p.mode == GemmMode::HALF)
+      throw UnsupportedError("cuda-sm90: GEMM profiling variants exist for bf16 in fp32 and fp8 mode only");
+    return p.mode == GemmMode::FP8 ? launch_profile<GemmMode::FP8>(p, stream) : launch_profile<GemmMode::FP32>(p, stream);
   }
   const bool bf16 = p.dtype == HalfType::BF16;
   switch (p.mode) {
-    case GemmMode::FP32: bf16 ? launch_tile<true, GemmMode::FP32, 0>(p, stream) : launch_tile<false, GemmMode::FP32, 0>(p, stream); break;
-    case GemmMode::HALF: bf16 ? launch_tile<true, GemmMode::HALF, 0>(p, stream) : launch_tile<false, GemmMode::HALF, 0>(p, stream); break;
-    case GemmMode::FP8: bf16 ? launch_tile<true, GemmMode::FP8, 0>(p, stream) : launch_tile<false, GemmMode::FP8, 0>(p, stream); break;
+    case GemmMode::FP32: bf16 ? launch_tile<true, GemmMode::FP32>(p, stream) : launch_tile<false, GemmMode::FP32>(p, stream); break;
+    case GemmMode::HALF: bf16 ? launch_tile<true, GemmMode::HALF>(p, stream) : launch_tile<false, GemmMode::HALF>(p, stream); break;
+    case GemmMode::FP8: bf16 ? launch_tile<true, GemmMode::FP8>(p, stream) : launch_tile<false, GemmMode::FP8>(p, stream); break;
   }
 }
 

@@ -29,39 +29,46 @@ using namespace svdquant;
 namespace {
 
 // 4-bit activations throughout this file (Activations::AUTO would pick fp8 on cuda-sm90).
-// `tile`: the GEMM's CTA shape (AUTO: the layer's own choice).
-Tensor gpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc, cuda::GemmTile tile = cuda::GemmTile::AUTO,
+// `config`: the GEMM's CTA tile and cluster (AUTO / 0: the layer's own choice).
+Tensor gpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc, cuda::GemmConfig config = {},
                    Activations act = Activations::CHECKPOINT) {
   ForwardOptions opt;
   opt.accumulate = acc;
   opt.activations = act;
   const Backend* b = cudatest::cuda_backend();
   auto layer = b->prepare(w, opt);
-  if (tile != cuda::GemmTile::AUTO) {  // int4 layers only (an nvfp4 layer has its own GEMM)
+  if (config.tile != cuda::GemmTile::AUTO || config.cluster != 0) {  // int4 layers only (nvfp4 has its own GEMM)
     auto* sm90 = dynamic_cast<cuda::Sm90Layer*>(layer.get());
     if (!sm90) throw std::runtime_error("cuda-sm90 prepared a layer that is not an Sm90Layer");
-    sm90->set_gemm_tile(tile);
+    sm90->set_gemm_config(config);
   }
   return b->forward_host(*layer, x);
 }
 
-// Both CTA shapes of the GEMM compute every output element in the same order (the same group
-// fold and epilogue), so their outputs are bitwise equal.
-void expect_tiles_bitwise_equal(const LayerWeights& w, const Tensor& x, Accumulate acc, Activations act) {
-  const Tensor a = gpu_forward(w, x, acc, cuda::GemmTile::ROWS128, act);
-  const Tensor b = gpu_forward(w, x, acc, cuda::GemmTile::ROWS192, act);
-  ASSERT_EQ(a.shape(), b.shape());
-  ASSERT_EQ(a.nbytes(), b.nbytes());
-  int64_t differ = 0, first = -1;
-  const auto* pa = a.data_as<uint16_t>();
-  const auto* pb = b.data_as<uint16_t>();
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (pa[i] != pb[i] && !(std::isnan(element_as_double(a, i)) && std::isnan(element_as_double(b, i)))) {
-      if (first < 0) first = i;
-      ++differ;
-    }
-  EXPECT_EQ(differ, 0) << "first at " << first << ": 128-row tile " << element_as_double(a, std::max<int64_t>(first, 0))
-                       << ", 192-row tile " << element_as_double(b, std::max<int64_t>(first, 0));
+// Every GEMM configuration (CTA tile, cluster size) computes every output element in the same
+// order (the same group fold and epilogue), so their outputs are bitwise equal; the clusters
+// also cover column-tile groups with surplus CTAs (N = 384, 520 with clusters of 2 and 4).
+void expect_configs_bitwise_equal(const LayerWeights& w, const Tensor& x, Accumulate acc, Activations act) {
+  using cuda::GemmTile;
+  const cuda::GemmConfig base{GemmTile::ROWS128, 1};
+  const Tensor a = gpu_forward(w, x, acc, base, act);
+  for (const cuda::GemmConfig c : {cuda::GemmConfig{GemmTile::ROWS128, 2}, cuda::GemmConfig{GemmTile::ROWS128, 4},
+                                   cuda::GemmConfig{GemmTile::ROWS192, 1}, cuda::GemmConfig{GemmTile::ROWS192, 2}}) {
+    const Tensor b = gpu_forward(w, x, acc, c, act);
+    ASSERT_EQ(a.shape(), b.shape());
+    ASSERT_EQ(a.nbytes(), b.nbytes());
+    int64_t differ = 0, first = -1;
+    const auto* pa = a.data_as<uint16_t>();
+    const auto* pb = b.data_as<uint16_t>();
+    for (int64_t i = 0; i < a.numel(); ++i)
+      if (pa[i] != pb[i] && !(std::isnan(element_as_double(a, i)) && std::isnan(element_as_double(b, i)))) {
+        if (first < 0) first = i;
+        ++differ;
+      }
+    EXPECT_EQ(differ, 0) << (c.tile == GemmTile::ROWS128 ? 128 : 192) << "-row tile, cluster " << c.cluster << ": first at "
+                         << first << ": " << element_as_double(b, std::max<int64_t>(first, 0)) << ", 128-row tile alone "
+                         << element_as_double(a, std::max<int64_t>(first, 0));
+  }
 }
 
 Tensor cpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc) {
@@ -107,8 +114,8 @@ TEST_P(CudaLayer, MatchesCpuReference) {
                                     << element_as_double(r, i) << " (atol " << atol << ")";
   EXPECT_LE(double(st.differing), 0.01 * double(r.numel()) + 1) << st.differing << " of " << r.numel() << " differ";
   EXPECT_LT(cudatest::rel_l2(y, r), 1e-3);
-  expect_tiles_bitwise_equal(w, x, c.acc, Activations::CHECKPOINT);
-  expect_tiles_bitwise_equal(w, x, Accumulate::FP32, Activations::FP8);  // fp8 needs fp32 accumulation
+  expect_configs_bitwise_equal(w, x, c.acc, Activations::CHECKPOINT);
+  expect_configs_bitwise_equal(w, x, Accumulate::FP32, Activations::FP8);  // fp8 needs fp32 accumulation
 }
 
 INSTANTIATE_TEST_SUITE_P(
