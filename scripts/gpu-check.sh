@@ -146,7 +146,7 @@ if has hotspots; then
   # M = 4608, K = N = 3072 from `cuda_bench --profile`): the SASS lines where the warps wait most.
   BENCH=$BUILD/bench/cuda/cuda_bench
   if [ -x "$BENCH" ] && command -v ncu > /dev/null; then
-    ncu --clock-control none --kernel-name-base mangled --kernel-name "regex:${HOTSPOT_KERNEL:-GemmModeE2ELi0ELNS0_8GemmTileE1}" \
+    ncu --clock-control none --kernel-name-base mangled --kernel-name "regex:${HOTSPOT_KERNEL:-GemmModeE2ELi0ELi1E}" \
       --launch-count 1 --section SourceCounters --section WarpStateStats -f -o "$OUT/hot" "$BENCH" --profile > "$OUT/hotspots-run.log" 2>&1
     ncu -i "$OUT/hot.ncu-rep" --page source --print-source sass --csv > "$OUT/hot-sass.csv" 2> "$OUT/hotspots-err.log"
     RESULT[hotspots]="rc=$? (hotspots.log)"

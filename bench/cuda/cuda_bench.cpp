@@ -332,8 +332,8 @@ int main(int argc, char** argv) {
     }
     const auto pdf = cuda::pack_proj_down(w.proj_down, K, R, R);
     pd.upload(pdf.data(), pdf.size() * 4);
-    std::printf("\nGEMM kernel alone, K = N = 3072 (us): profiling variants of the 128-row tile in fp32 and fp8 mode, "
-                "then each configuration (CTA tile of 128 or 192 weight rows, cluster of 1, 2 or 4 CTAs) in each mode\n");
+    std::printf("\nGEMM kernel alone, K = N = 3072 (us): profiling variants in fp32 and fp8 mode, "
+                "then each cluster size (1, 2 or 4 CTAs) in each mode\n");
     for (int64_t M : profile ? std::vector<int64_t>{4608} : std::vector<int64_t>{256, 4608}) {
       const int64_t Mt = cuda::ceil_div(M, 128);
       cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2));
@@ -372,12 +372,12 @@ int main(int argc, char** argv) {
       }
       gp.row_scale = rs.as<float>();
       std::fprintf(stderr, "cuda_bench: breakdown M=%lld\n", (long long)M);
-      // Variants (GemmParams::profile_skip) of the 128-row tile with clusters of 1 and 2: full, no
+      // Variants (GemmParams::profile_skip) with clusters of 1 and 2: full, no
       // fold, no loads, no fold + no loads, A from smem, delivery only (consumers wait and release).
       const int variants[6] = {0, 1, 4, 5, 8, 11};
       const double flop = 2.0 * double(M) * double(N) * double(K);
       for (int cluster : {1, 2}) {
-        gp.config = cuda::GemmConfig{cuda::GemmTile::ROWS128, cluster};
+        gp.cluster = cluster;
         for (const cuda::GemmMode mode : {cuda::GemmMode::FP32, cuda::GemmMode::FP8}) {
           gp.mode = mode;
           double t[6];
@@ -386,30 +386,29 @@ int main(int argc, char** argv) {
             t[v] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
           }
           gp.profile_skip = 0;
-          std::printf("M=%lld %s, 128 rows, cluster %d: full %.1f | no fold %.1f | no loads %.1f | no fold, no loads %.1f | "
+          std::printf("M=%lld %s, cluster %d: full %.1f | no fold %.1f | no loads %.1f | no fold, no loads %.1f | "
                       "A from smem %.1f | delivery only %.1f\n",
                       (long long)M, mode == cuda::GemmMode::FP8 ? "fp8" : "fp32", cluster, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3,
                       t[3] * 1e3, t[4] * 1e3, t[5] * 1e3);
         }
       }
-      // Every configuration in each mode (HALF reads the T scales it expects from the same buffers
+      // Every cluster size in each mode (HALF reads the T scales it expects from the same buffers
       // reinterpreted: timing only, values wrong).
-      const cuda::GemmConfig configs[5] = {{cuda::GemmTile::ROWS128, 1}, {cuda::GemmTile::ROWS128, 2}, {cuda::GemmTile::ROWS128, 4},
-                                           {cuda::GemmTile::ROWS192, 1}, {cuda::GemmTile::ROWS192, 2}};
+      const int clusters[3] = {1, 2, 4};
       for (const cuda::GemmMode mode : {cuda::GemmMode::FP32, cuda::GemmMode::HALF, cuda::GemmMode::FP8}) {
         gp.mode = mode;
-        double t[5];
-        for (int c = 0; c < 5; ++c) {
-          gp.config = configs[c];
+        double t[3];
+        for (int c = 0; c < 3; ++c) {
+          gp.cluster = clusters[c];
           t[c] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
         }
-        const double best = *std::min_element(t, t + 5);
-        std::printf("M=%lld %s: 128 rows x cluster 1 %.1f | 2 %.1f | 4 %.1f; 192 rows x cluster 1 %.1f | 2 %.1f  (best %.0f TOPS)\n",
-                    (long long)M, mode == cuda::GemmMode::FP8 ? "fp8" : mode == cuda::GemmMode::HALF ? "half" : "fp32", t[0] * 1e3,
-                    t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, t[4] * 1e3, flop / (best * 1e9));
+        const double best = *std::min_element(t, t + 3);
+        std::printf("M=%lld %s: cluster 1 %.1f | 2 %.1f | 4 %.1f  (best %.0f TOPS)\n", (long long)M,
+                    mode == cuda::GemmMode::FP8 ? "fp8" : mode == cuda::GemmMode::HALF ? "half" : "fp32", t[0] * 1e3, t[1] * 1e3,
+                    t[2] * 1e3, flop / (best * 1e9));
       }
       gp.mode = cuda::GemmMode::FP32;
-      gp.config = cuda::GemmConfig{};
+      gp.cluster = 0;
       gp.Rpad = 0;
       const double nolora = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
       gp.Rpad = int(R);

@@ -54,19 +54,6 @@ int64_t act_quant_tickets(int64_t Mpad);
 // one-sided group scales, float32 row scales applied in the epilogue).
 enum class GemmMode : uint8_t { FP32, HALF, FP8 };
 
-// Weight rows per GEMM CTA tile (w4a4_gemm.cu): 128 (two consumer warpgroups, two partial-sum
-// buffers each) or 192 (three, one buffer each); AUTO picks per docs/perf-notes.md v7.
-enum class GemmTile : uint8_t { AUTO, ROWS128, ROWS192 };
-
-// The GEMM's launch shape: the CTA tile, and the CTAs per cluster (1, 2 or 4; 0: chosen per
-// call). The CTAs of a cluster take adjacent column tiles of the same 128 activation rows and
-// share each activation code tile: every CTA reads 1 / cluster of it from L2 and multicasts it to
-// all (w4a4_gemm.cu). Every configuration gives bitwise the same output.
-struct GemmConfig {
-  GemmTile tile = GemmTile::AUTO;
-  int cluster = 0;
-};
-
 // NUMERICS.md §4: the W4A4 GEMM with the per-group scaling, epilogue and low-rank up projection.
 struct GemmParams {
   const uint8_t* codes = nullptr;     // activation codes (as above)
@@ -84,9 +71,12 @@ struct GemmParams {
   float alpha = 1.0f;
   GemmMode mode = GemmMode::FP32;
   HalfType dtype = HalfType::BF16;
-  GemmConfig config;
-  // Profiling only (cuda_bench's breakdown; wrong results; bf16, FP32 or FP8 mode, 128-row tile,
-  // the configured cluster):
+  // CTAs per cluster (1, 2 or 4; 0: chosen per call). The CTAs of a cluster take adjacent column
+  // tiles of the same 128 activation rows and share each activation code tile: each reads 1 /
+  // cluster of it from L2 and multicasts it to all (w4a4_gemm.cu). Bitwise the same output.
+  int cluster = 0;
+  // Profiling only (cuda_bench's breakdown; wrong results; bf16, FP32 or FP8 mode, clusters of 1
+  // or 2):
   // bit 0 leaves out the per-group fold, bit 1 the wgmma; 4: no loads after the first pass over
   // the stages; 8: A from shared memory (no int4 expansion). Variants 1, 4, 5, 8 and 11 exist
   // (11: the consumers only wait for and release the stages: the delivery alone). 0 in every real

@@ -127,7 +127,7 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   g.mode = a.fp8 ? GemmMode::FP8 : options.accumulate == Accumulate::HALF ? GemmMode::HALF : GemmMode::FP32;
   g.row_scale = a.row_scale;
   g.dtype = ht;
-  g.config = config_;
+  g.cluster = cluster_;
   launch_w4a4_gemm(g, stream);
   order_.after_launch(stream, capturing);
 }

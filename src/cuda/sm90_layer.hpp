@@ -30,9 +30,8 @@ class Sm90Layer final : public PreparedLayer {
 
   int device() const { return device_; }
 
-  // The GEMM's CTA tile and cluster (AUTO / 0: chosen per call, w4a4_gemm.cu); tests and
-  // benchmarks pin them.
-  void set_gemm_config(GemmConfig config) { config_ = config; }
+  // The GEMM's cluster size (GemmParams::cluster; 0: chosen per call); tests and benchmarks pin it.
+  void set_gemm_cluster(int cluster) { cluster_ = cluster; }
 
  private:
   void ensure_workspace(int64_t M, bool capturing) const;  // called with order_.mutex() held
@@ -40,7 +39,7 @@ class Sm90Layer final : public PreparedLayer {
   int device_ = 0;
   int64_t Rpad_ = 0;
   float alpha_ = 1.0f;
-  GemmConfig config_;
+  int cluster_ = 0;
   DeviceBuffer wfrag_, wscale_, smooth_, smooth_rcp_, pdfrag_, proj_up_, wcscales_, bias_;
 
   // Workspace (grows with M, reused across calls), then the call ordering: declared last, so its

@@ -23,8 +23,9 @@
 //   a2: row g8,     k = 32h + 16 + 4t + i  a3: row g8 + 8, k = 32h + 16 + 4t + i
 // with row = 64 wg + 16 (tid / 32) + g8, g8 = (tid % 32) / 4, t = tid % 4.
 // Weight scales: wscale[nt][g][128] of T. Padding rows (n >= N) have codes 0 and scales 0.
-// nt ranges over weight_tiles(N) (below). Each (nt, g, wg) piece is one 64-row block of 2048 bytes
-// (block b = 2 nt + wg), the unit a consumer warpgroup of the GEMM reads.
+// nt ranges over weight_tiles(N) (below). Each (nt, g, wg) piece is one 64-row block of 2048 bytes,
+// the unit a consumer warpgroup of the GEMM reads. For one nt (or mt) consecutive groups are
+// adjacent in every array: the GEMM copies two groups at a time.
 #pragma once
 #include <cstdint>
 
@@ -52,13 +53,9 @@ SVDQUANT_HD inline constexpr int code_tile_offset(int r, int c) {
   return r * 64 + (((c / 16) ^ ((r / 2) % 4)) * 16) + (c % 16);
 }
 
-// Weight tiles of 128 rows held for N output columns: enough 64-row blocks for both GEMM CTA
-// tiles (128 rows: 2 blocks per tile, 192 rows: 3), so no CTA tile reads past the buffers
-// (padding rows have codes 0 and scales 0; the outputs they would give are not stored).
-SVDQUANT_HD inline constexpr int64_t weight_tiles(int64_t N) {
-  const int64_t b128 = 2 * ceil_div(N, 128), b192 = 3 * ceil_div(N, 192);
-  return ceil_div(b128 > b192 ? b128 : b192, 2);
-}
+// Weight tiles of 128 rows held for N output columns (padding rows have codes 0 and scales 0;
+// the outputs they would give are not stored).
+SVDQUANT_HD inline constexpr int64_t weight_tiles(int64_t N) { return ceil_div(N, 128); }
 
 // Low-rank padding: R rounded up to 8 x (a power of two) tiles of 8, the kernels' instantiations
 // (8, 16, 32, 64, 128); 0 stays 0.

@@ -5,29 +5,28 @@
 // (FP8: e4m3 activations with one float32 scale per row, so the fold is one-sided, acc += p * s_w,
 // and the row scale is applied in the epilogue).
 //
-// A CTA tile is WGS x 64 weight rows (output columns n) by 128 activation rows (m) of y^T, one
-// consumer warpgroup per 64-row weight block: the weight rows are wgmma's M side (A from
-// registers: the 4-bit weights are expanded to e4m3 in registers, so they stay 4-bit in memory and
-// in shared memory) and the activation rows wgmma's N side (B, e4m3 codes in shared memory). int4
-// values are exact in e4m3 and every product and group sum (|p| <= 7680) is exact in the float32
-// accumulators, so each group's wgmma result is the exact integer p[g] of §4.
+// A CTA tile is 128 weight rows (output columns n) by 128 activation rows (m) of y^T, one consumer
+// warpgroup per 64-row weight block: the weight rows are wgmma's M side (A from registers: the
+// 4-bit weights are expanded to e4m3 in registers, so they stay 4-bit in memory and in shared
+// memory) and the activation rows wgmma's N side (B, e4m3 codes in shared memory). int4 values
+// are exact in e4m3 and every product and group sum (|p| <= 7680) is exact in the float32
+// accumulators, so each group's wgmma result is the exact integer p[g] of §4. Each consumer
+// warpgroup has 240 registers and two partial-sum buffers: group g + 1's wgmma runs while group g
+// is folded. (v7 measured a 192-row tile, three warpgroups of one buffer each: slower; removed.)
 //
-// Two shapes (GemmTile, docs/perf-notes.md v7):
-//   ROWS128: 2 consumer warpgroups of 240 registers, two partial-sum buffers each (group g + 1's
-//     wgmma runs while group g is folded);
-//   ROWS192: 3 consumer warpgroups of 160 registers, one buffer each (every group drains; the
-//     other warpgroups' wgmmas fill the tensor cores meanwhile). Three math warps per scheduler
-//     instead of two: the consumers are bound by their own instruction issue (v6/v7 ncu: ~0.55
-//     instructions per cycle per scheduler with two warps), not by the loads or the tensor cores.
+// Persistent: the CTAs walk the tiles (n fastest, so the CTAs in flight share their code tiles in
+// L2); the producer runs ahead into the next tile while the consumers finish the epilogue of the
+// current one, so the pipeline never drains between tiles. Optionally in clusters of 2 or 4 CTAs
+// that take adjacent column tiles and multicast each code tile (GemmParams::cluster; v8 measured them
+// slower, docs/perf-notes.md).
 //
-// Persistent: min(tiles, SMs) CTAs walk the tiles (n fastest, so the CTAs in flight share their
-// code tiles in L2); the producer runs ahead into the next tile while the consumers finish the
-// epilogue of the current one, so the pipeline never drains between tiles.
-//
-// Warp roles: warps 0 .. 4 WGS - 1 are the consumer warpgroups; the last warpgroup is the
-// producer, whose first thread fills a ring of shared-memory stages with 1-D bulk copies (per
-// group: the code tile 8 KB, the WGS weight blocks of 2 KB, the scale vectors), completing on
-// "full" mbarriers; every consumer thread releases a stage on its "empty" mbarrier.
+// Warp roles: warps 0 .. 7 are the two consumer warpgroups; the last warpgroup is the producer,
+// whose first thread fills a ring of shared-memory stages with 1-D bulk copies, completing on
+// "full" mbarriers; every consumer warp releases a stage on its "empty" mbarrier. A stage holds
+// two groups of 64 along K (v8: the bulk copies' cost is per copy and per stage, not per byte,
+// below 16 KB: tma_probe measured 4.0 TB/s into the SMs for one 8 KB copy per stage, 7.5 TB/s for
+// one of 16 KB). Per stage: the two groups' code tiles (16 KB), their weight fragments (8 KB), the
+// weight scales and the activation scales, one copy each (contiguous in the layouts).
 // The fold: §4.1 (float32, fma), §4.2 (T, one T_fma per group in group order via __hfma2,
 // bitwise the CPU `half` mode) or §5.
 // Epilogue: ·alpha, ·wcscales + bias (two float32 operations, §4.3), + lora_act · proj_upᵀ
@@ -51,50 +50,40 @@ namespace {
 using namespace sm90;
 
 constexpr int kProducerThreads = 128;  // one producer warpgroup (setmaxnreg needs whole warpgroups)
+constexpr int kConsumerThreads = 256;  // two consumer warpgroups
+constexpr int kThreads = kConsumerThreads + kProducerThreads;
+constexpr int kConsumerRegs = 240;     // setmaxnreg: 128 x (24 + 2 x 240) <= 65536
+constexpr int kRows = kTileN;          // weight rows (output columns) per CTA tile
 constexpr size_t kSmemLimit = 232448;  // sharedMemPerBlockOptin of sm_90 (227 KB)
 constexpr int kBlockBytes = kWeightBlock * kGroup / 2;  // one 64-row weight block of a group: 2048
+constexpr int kStageGroups = 2;        // groups of 64 along K per stage
 
-// The CTA shape for WGS consumer warpgroups (2: ROWS128, 3: ROWS192).
-template <int WGS>
-struct Shape {
-  static constexpr int kRows = WGS * kWeightBlock;  // weight rows (output columns) per CTA tile
-  static constexpr int kConsumerThreads = WGS * 128;
-  static constexpr int kThreads = kConsumerThreads + kProducerThreads;
-  // Register split (setmaxnreg; 65536 per SM): 128 x (24 + WGS x consumer) <= 65536.
-  static constexpr int kConsumerRegs = WGS == 2 ? 240 : 160;
-  static constexpr bool kTwoBuffers = WGS == 2;
-};
-
-// One stage: what the CTA needs for one group of 64 along K.
-template <int WGS>
-struct __align__(1024) Stage {  // 1024: the swizzled code tile starts on a 512-byte boundary
-  uint8_t codes[kCodeTileBytes];       // activation codes, wgmma K-major 64-byte swizzle (sm90_layout.hpp)
-  uint8_t weights[WGS][kBlockBytes];   // the weight blocks' fragments [tid][16 bytes]
-  uint32_t ascale[kTileM];             // float32 (fp32 mode) or T in the low half of the array
-  uint32_t wscale[WGS * kWeightBlock]; // likewise (T values contiguous from the start)
+// One stage: what the CTA needs for two groups h = 0, 1 of 64 along K (the second unused where
+// K / 64 is odd and this is a tile's last stage). Each array is the global layout's bytes of the
+// two groups, copied as they are (sm90_layout.hpp).
+struct __align__(1024) Stage {  // 1024: each swizzled code tile starts on a 512-byte boundary
+  uint8_t codes[kStageGroups][kCodeTileBytes];  // activation codes, wgmma K-major 64-byte swizzle
+  uint8_t weights[kStageGroups][2][kBlockBytes];  // [h][weight block][tid][16 bytes]
+  uint8_t ascale[kStageGroups * kTileM * 4];      // [h][128] float32 (fp32 mode) or T (half: 256 bytes per h)
+  uint8_t wscale[kStageGroups * kTileN * 4];      // likewise, float32 (fp32, fp8) or T
 };
 
 // Shared memory: the stages, then the epilogue area (low-rank operands, then the staged outputs),
-// then the barriers. The stages get what the epilogue area leaves: 12 for ROWS128, 10 for ROWS192
-// (v3: 5 -> 12 stages gained 2 %).
-template <int WGS>
-struct Config {
-  static constexpr int kOutStride = Shape<WGS>::kRows + 8;  // T elements per staged output row
-  static constexpr size_t kLoraBytes = size_t(2) * kTileM * kMaxRank * 2;  // l_hi + l_lo, bf16
-  static constexpr size_t kOutBytes = size_t(kTileM) * kOutStride * 2;
-  static constexpr size_t kEpiBytes = kLoraBytes > kOutBytes ? kLoraBytes : kOutBytes;
-  // 1024 bytes for aligning the dynamic shared memory, 1024 for the barriers.
-  static constexpr int kStages = int((kSmemLimit - kEpiBytes - 2048) / sizeof(Stage<WGS>));
-  static constexpr size_t kSmemBytes = 1024 + kStages * sizeof(Stage<WGS>) + kEpiBytes + 2 * kStages * sizeof(uint64_t);
-  static_assert(sizeof(Stage<WGS>) % 1024 == 0 && kEpiBytes % 128 == 0 && kSmemBytes <= kSmemLimit);
-};
+// then the barriers. The stages get what the epilogue area leaves: 6 (12 groups).
+constexpr int kOutStride = kRows + 8;  // T elements per staged output row
+constexpr size_t kLoraBytes = size_t(2) * kTileM * kMaxRank * 2;  // l_hi + l_lo, bf16
+constexpr size_t kOutBytes = size_t(kTileM) * kOutStride * 2;
+constexpr size_t kEpiBytes = kLoraBytes > kOutBytes ? kLoraBytes : kOutBytes;
+// 1024 bytes for aligning the dynamic shared memory, 1024 for the barriers.
+constexpr int kStages = int((kSmemLimit - kEpiBytes - 2048) / sizeof(Stage));
+constexpr size_t kSmemBytes = 1024 + kStages * sizeof(Stage) + kEpiBytes + 2 * kStages * sizeof(uint64_t);
+static_assert(sizeof(Stage) % 1024 == 0 && kEpiBytes % 128 == 0 && kSmemBytes <= kSmemLimit);
 
-// A position in the stage ring: index and mbarrier phase parity (no division per group).
-template <int S>
+// A position in the stage ring: index and mbarrier phase parity (no division per stage).
 struct Slot {
   uint32_t s = 0, phase = 0;
   __device__ void next() {
-    if (++s == S) {
+    if (++s == kStages) {
       s = 0;
       phase ^= 1u;
     }
@@ -169,6 +158,7 @@ __device__ __forceinline__ void int4x8_to_e4m3(uint32_t w, uint32_t& lo, uint32_
   hi = prmt(prmt(kPos0, kPos1, w >> 16), prmt(kNeg0, kNeg1, wx >> 16), sel >> 16);
 }
 
+
 // Consumer warpgroups: the main loop over the tiles of this CTA, each with its epilogue.
 // SKIP (profiling only, cuda_bench's breakdown; results are wrong): bit 0 leaves out the fold,
 // bit 1 the wgmma, bit 2 the loads after the first pass over the stages (the producer only
@@ -176,16 +166,13 @@ __device__ __forceinline__ void int4x8_to_e4m3(uint32_t w, uint32_t& lo, uint32_
 // memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers). Real calls
 // use SKIP = 0: no instruction but a wgmma then writes the partial-sum registers, so ptxas keeps
 // the wgmmas asynchronous.
-template <bool BF16, GemmMode MODE, int SKIP, int WGS, int CS>
-__device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages, uint64_t* full, uint64_t* empty,
-                                        uint8_t* epi, const TileWalk<CS>& walk) {
+template <bool BF16, GemmMode MODE, int SKIP, int CS>
+__device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint64_t* full, uint64_t* empty, uint8_t* epi,
+                                        const TileWalk<CS>& walk) {
   using H = Half<BF16>;
-  using C = Config<WGS>;
-  using Sh = Shape<WGS>;
-  using St = Stage<WGS>;
-  constexpr int S = C::kStages;
   constexpr bool HALF_ACC = MODE == GemmMode::HALF;
   constexpr bool FP8 = MODE == GemmMode::FP8;
+  constexpr int kElem = HALF_ACC ? 2 : 4;  // bytes per scale
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wg = warp / 4, tid = threadIdx.x % 128, wq = warp % 4;
@@ -194,15 +181,16 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
 
   float acc[HALF_ACC ? 1 : 64] = {};
   typename H::T2 hacc[HALF_ACC ? 32 : 1] = {};
-  float part0[64];
-  [[maybe_unused]] float part1[Sh::kTwoBuffers ? 64 : 1];
-  // wgmma descriptor of stage 0's code tile; stage s is sizeof(St) / 16 further.
-  const uint64_t desc0 = smem_desc_sw64(stages[0].codes);
+  float part0[64], part1[64];  // even groups (h = 0) in part0, odd groups (h = 1) in part1
+  // wgmma descriptor of stage 0's first code tile; stage s is sizeof(Stage) / 16 further, its
+  // second group kCodeTileBytes / 16.
+  const uint64_t desc0 = smem_desc_sw64(stages[0].codes[0]);
 
-  // This warpgroup's A registers for the two k32 steps of a group, expanded from int4 to e4m3.
-  auto afrag = [&](const St& st) {
+  // This warpgroup's A registers for the two k32 steps of group h of a stage, expanded from int4
+  // to e4m3.
+  auto afrag = [&](const Stage& st, int h) {
     if constexpr (SKIP & 8) return AFrag{};  // profiling: A from shared memory instead
-    const uint4 wv = *reinterpret_cast<const uint4*>(st.weights[wg] + tid * 16);
+    const uint4 wv = *reinterpret_cast<const uint4*>(st.weights[h][wg] + tid * 16);
     AFrag a;
     int4x8_to_e4m3(wv.x, a.k0[0], a.k0[1]);
     int4x8_to_e4m3(wv.y, a.k0[2], a.k0[3]);
@@ -210,9 +198,9 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     int4x8_to_e4m3(wv.w, a.k1[2], a.k1[3]);
     return a;
   };
-  // Issues the two wgmma k32 steps of a group of stage s into `part` (one commit group).
-  auto issue = [&](float(&part)[64], const AFrag& a, uint32_t s) {
-    const uint64_t desc = desc0 + uint64_t(s) * (sizeof(St) >> 4);
+  // Issues the two wgmma k32 steps of group h of stage s into `part` (one commit group).
+  auto issue = [&](float(&part)[64], const AFrag& a, uint32_t s, int h) {
+    const uint64_t desc = desc0 + uint64_t(s) * (sizeof(Stage) >> 4) + uint64_t(h) * (kCodeTileBytes >> 4);
     wgmma_fence();
     if constexpr (SKIP & 2) {
       part[0] += float(a.k0[0] ^ a.k1[3]);  // keep the weight loads and conversions alive
@@ -238,25 +226,25 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
   // at the fold; fp8 mode has none.
   constexpr int kEarly = MODE == GemmMode::FP32 ? 6 : 0;
   struct Scales {
-    const St* st;
+    const uint8_t* as;  // the group's activation scales
     float2 sa[kEarly > 0 ? kEarly : 1];
     float sw0, sw1;
     typename H::T2 hw0, hw1;
   };
-  auto load_scales = [&](const St& st) {
+  auto load_scales = [&](const Stage& st, int h) {
     Scales sc;
-    sc.st = &st;
+    sc.as = st.ascale + h * kTileM * kElem;
     [[maybe_unused]] const int r0 = 64 * wg + rw;  // row in the CTA tile's scale vector
     if constexpr (HALF_ACC) {
-      const uint16_t* ws = reinterpret_cast<const uint16_t*>(st.wscale);
+      const uint16_t* ws = reinterpret_cast<const uint16_t*>(st.wscale + h * kTileN * kElem);
       sc.hw0 = H::bcast(ws[r0]);
       sc.hw1 = H::bcast(ws[r0 + 8]);
     } else {
-      const float* ws = reinterpret_cast<const float*>(st.wscale);
+      const float* ws = reinterpret_cast<const float*>(st.wscale + h * kTileN * kElem);
       sc.sw0 = ws[r0];
       sc.sw1 = ws[r0 + 8];
       if constexpr (!FP8) {
-        const float2* sa = reinterpret_cast<const float2*>(st.ascale);
+        const float2* sa = reinterpret_cast<const float2*>(sc.as);
 #pragma unroll
         for (int j = 0; j < kEarly; ++j) sc.sa[j] = scale_a(sa, j);
       }
@@ -273,7 +261,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     } else if constexpr (HALF_ACC) {
       // §4.2: acc = T_fma(T(p), T(s_a * s_w), acc). The product of two T values rounded once to
       // T is exactly T(f32(s_a) * f32(s_w)) (the float32 product is exact), so __hmul2 computes it.
-      const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(sc.st->ascale);
+      const typename H::T2* sa = reinterpret_cast<const typename H::T2*>(sc.as);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         const typename H::T2 a = scale_a(sa, j);
@@ -291,7 +279,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       }
     } else {
       // §4.1 with p * (s_a * s_w) + acc fused (allowed: wider accumulation).
-      const float2* sa = reinterpret_cast<const float2*>(sc.st->ascale);
+      const float2* sa = reinterpret_cast<const float2*>(sc.as);
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
         const float2 a = j < kEarly ? sc.sa[j < kEarly ? j : 0] : scale_a(sa, j);
@@ -302,21 +290,22 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       }
     }
   };
-  // Waiting for a stage to be full, and releasing it (every consumer thread).
-  auto acquire = [&](const Slot<S>& c) -> const St& {
+  // Waiting for a stage to be full, and releasing it.
+  auto acquire = [&](const Slot& c) -> const Stage& {
     mbar_wait(&full[c.s], c.phase);
     return stages[c.s];
   };
-  // One arrival per warp and CTA of the cluster (DeepGEMM's scheme; the CTAs' producers multicast
-  // into every CTA's stage, so each waits until all of them have released it). __syncwarp orders
-  // every lane's reads of the stage before the arrival; the wgmmas reading it have completed.
-  auto release = [&](const Slot<S>& c) {
+  // One arrival per warp and CTA of the cluster (DeepGEMM's scheme; with clusters, the CTAs'
+  // producers multicast into every CTA's stage, so each waits until all have released it).
+  // __syncwarp orders every lane's reads of the stage before the arrival; the wgmmas reading it
+  // have completed. Predicated, not branched: a branch here made ptxas serialize the wgmmas.
+  auto release = [&](const Slot& c) {
     __syncwarp();
     if constexpr (CS == 1) mbar_arrive_if(lane == 0, &empty[c.s]);
     else mbar_arrive_cluster_if(lane < CS, &empty[c.s], uint32_t(lane % CS));
   };
 
-  Slot<S> slot;  // the stage of the next group (the producer walks the ring the same way)
+  Slot slot;  // the stage of the next group pair (the producer walks the ring the same way)
   const uint32_t rank = TileWalk<CS>::rank();
   for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
     const auto tl = walk.at(i, rank);
@@ -328,66 +317,44 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
 #pragma unroll
       for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
     }
-    if constexpr (Sh::kTwoBuffers) {
-      // Even groups in part0, odd groups in part1; group g + 1's wgmma runs while group g is
-      // folded.
-      Slot<S> c0 = slot;
-      const St* s0 = &acquire(c0);
-      issue(part0, afrag(*s0), c0.s);
-      int64_t g = 0;
-      for (; g + 2 < G; g += 2) {  // on entry group g is in flight in part0 (stage c0)
-        Slot<S> c1 = c0;
-        c1.next();
-        const St* s1 = &acquire(c1);
-        issue(part1, afrag(*s1), c1.s);
-        const Scales sc0 = load_scales(*s0);
-        wgmma_wait<1>();
-        fold(part0, sc0);
-        release(c0);
-        c0 = c1;
-        c0.next();
-        s0 = &acquire(c0);
-        issue(part0, afrag(*s0), c0.s);
-        const Scales sc1 = load_scales(*s1);
-        wgmma_wait<1>();
-        fold(part1, sc1);
-        release(c1);
-      }
-      if (g + 1 < G) {
-        Slot<S> c1 = c0;
-        c1.next();
-        const St* s1 = &acquire(c1);
-        issue(part1, afrag(*s1), c1.s);
-        const Scales sc0 = load_scales(*s0);
-        wgmma_wait<1>();
-        fold(part0, sc0);
-        release(c0);
-        const Scales sc1 = load_scales(*s1);
-        wgmma_wait<0>();
-        fold(part1, sc1);
-        release(c1);
-        slot = c1;
-      } else {
-        const Scales sc0 = load_scales(*s0);
-        wgmma_wait<0>();
-        fold(part0, sc0);
-        release(c0);
-        slot = c0;
-      }
-      slot.next();
-    } else {
-      // One buffer: every group drains; the other warpgroups' wgmmas keep the tensor cores busy
-      // while this one converts and folds.
-      for (int64_t g = 0; g < G; ++g) {
-        const St& st = acquire(slot);
-        issue(part0, afrag(st), slot.s);
-        const Scales sc = load_scales(st);
-        wgmma_wait<0>();
-        fold(part0, sc);
-        release(slot);
-        slot.next();
-      }
+    // Group g = 2 j + h is group h of the tile's stage j: even groups in part0, odd groups in
+    // part1; group g + 1's wgmma runs while group g is folded.
+    Slot c = slot;
+    const Stage* s = &acquire(c);
+    issue(part0, afrag(*s, 0), c.s, 0);
+    int64_t g = 0;
+    for (; g + 2 < G; g += 2) {  // on entry group g (h = 0 of stage c) is in flight in part0
+      issue(part1, afrag(*s, 1), c.s, 1);
+      const Scales sc0 = load_scales(*s, 0);
+      wgmma_wait<1>();
+      fold(part0, sc0);
+      Slot n = c;
+      n.next();
+      const Stage* sn = &acquire(n);
+      issue(part0, afrag(*sn, 0), n.s, 0);
+      const Scales sc1 = load_scales(*s, 1);
+      wgmma_wait<1>();
+      fold(part1, sc1);
+      release(c);
+      c = n;
+      s = sn;
     }
+    if (g + 1 < G) {  // groups g and g + 1 left, both in stage c
+      issue(part1, afrag(*s, 1), c.s, 1);
+      const Scales sc0 = load_scales(*s, 0);
+      wgmma_wait<1>();
+      fold(part0, sc0);
+      const Scales sc1 = load_scales(*s, 1);
+      wgmma_wait<0>();
+      fold(part1, sc1);
+    } else {  // group g alone (K / 64 odd)
+      const Scales sc0 = load_scales(*s, 0);
+      wgmma_wait<0>();
+      fold(part0, sc0);
+    }
+    release(c);
+    slot = c;
+    slot.next();
 
     // Epilogue. part0 := u = lora_act · proj_upᵀ on the tensor cores (v5; on the CUDA cores it
     // cost ~20% of the GEMM), one m64 block at a time: bf16 wgmma m64n128k16, A = proj_up rows
@@ -398,27 +365,27 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
     // least 16, so that even R = 0 writes them through a wgmma only: any other write inside the
     // pipeline serializes it, C7515). The final values (before rounding to T) replace the
     // accumulators, which are then staged transposed in the same shared-memory area.
-    const int64_t n_cta = ct * Sh::kRows;  // first output column of the tile (< Npad: padded vectors)
+    const int64_t n_cta = ct * kRows;  // first output column of the tile (< Npad: padded vectors)
     const int Rpad = p.Rpad, Rk = Rpad <= 16 ? 16 : (Rpad + 15) / 16 * 16;
     // l_hi then l_lo, each [Rk / 8][128 m][8 r] bf16 (wgmma's K-major no-swizzle core matrices).
     uint8_t* lhi = epi;
     uint8_t* llo = epi + kTileM * Rk * 2;
-    named_barrier(1, Sh::kConsumerThreads);  // the previous tile's stores have read the staged outputs
+    named_barrier(1, kConsumerThreads);  // the previous tile's stores have read the staged outputs
     const int q4 = Rk / 4;               // 4-rank pieces per row
     // Four float4 loads in flight per thread before any is converted (one dependent L2 round
     // trip per 4 pieces instead of per piece: the epilogue's global loads showed as the GEMM's
     // long-scoreboard stalls, v6).
-    for (int i0 = threadIdx.x; i0 < kTileM * q4; i0 += 4 * Sh::kConsumerThreads) {
+    for (int i0 = threadIdx.x; i0 < kTileM * q4; i0 += 4 * kConsumerThreads) {
       float4 v[4];
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
-        const int i = i0 + u * Sh::kConsumerThreads, m = i / q4, r = (i % q4) * 4;
+        const int i = i0 + u * kConsumerThreads, m = i / q4, r = (i % q4) * 4;
         v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (i < kTileM * q4 && r < Rpad) v[u] = *reinterpret_cast<const float4*>(&p.lact[(mt * kTileM + m) * Rpad + r]);
       }
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
-        const int i = i0 + u * Sh::kConsumerThreads, m = i / q4, r = (i % q4) * 4;
+        const int i = i0 + u * kConsumerThreads, m = i / q4, r = (i % q4) * 4;
         if (i >= kTileM * q4) break;
         const float f[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
         uint16_t hi[4], lo[4];
@@ -434,7 +401,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
       }
     }
     fence_proxy_async();  // generic-proxy stores, read next by the wgmma (async proxy)
-    named_barrier(1, Sh::kConsumerThreads);
+    named_barrier(1, kConsumerThreads);
     // A fragments (mma.m16n8k16 order per warp): a0 (row rw, k 2t, 2t+1), a1 (row rw + 8, same k),
     // a2 (row rw, k 2t+8, 2t+9), a3 (row rw + 8, k 2t+8, 2t+9).
     // proj_up values of one k16 step for rows n0, n1 (8 floats: ranks k0, k0 + 1, k0 + 8, k0 + 9),
@@ -527,7 +494,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
 
     // Staged transposed ([m][n]) for row-contiguous stores of y.
     uint16_t* out = reinterpret_cast<uint16_t*>(epi);
-    named_barrier(1, Sh::kConsumerThreads);  // every warpgroup's low-rank wgmmas have read lhi / llo
+    named_barrier(1, kConsumerThreads);  // every warpgroup's low-rank wgmmas have read lhi / llo
     auto stage_out = [&]() {
       const int c0 = 64 * wg + rw;
 #pragma unroll
@@ -541,54 +508,52 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<WGS>* stages,
           } else {
             bits = H::from_f32(acc[4 * j + e]);
           }
-          out[(8 * j + 2 * t + (e % 2)) * C::kOutStride + c0 + 8 * (e / 2)] = bits;
+          out[(8 * j + 2 * t + (e % 2)) * kOutStride + c0 + 8 * (e / 2)] = bits;
         }
     };
     stage_out();
-    named_barrier(1, Sh::kConsumerThreads);
+    named_barrier(1, kConsumerThreads);
     const int64_t m_base = mt * kTileM;
     const int rows = !tl.store ? 0 : p.M - m_base < kTileM ? int(p.M - m_base) : kTileM;
-    const int cols = p.N - n_cta < Sh::kRows ? int(p.N - n_cta) : Sh::kRows;
-    if (cols == Sh::kRows && p.N % 8 == 0) {
-      constexpr int kVecs = Sh::kRows / 8;  // 16-byte stores per output row
-      for (int i = threadIdx.x; i < rows * kVecs; i += Sh::kConsumerThreads) {
+    const int cols = p.N - n_cta < kRows ? int(p.N - n_cta) : kRows;
+    if (cols == kRows && p.N % 8 == 0) {
+      constexpr int kVecs = kRows / 8;  // 16-byte stores per output row
+      for (int i = threadIdx.x; i < rows * kVecs; i += kConsumerThreads) {
         const int r = i / kVecs, c = (i % kVecs) * 8;
         *reinterpret_cast<uint4*>(p.y + (m_base + r) * p.N + n_cta + c) =
-            *reinterpret_cast<const uint4*>(out + r * C::kOutStride + c);
+            *reinterpret_cast<const uint4*>(out + r * kOutStride + c);
       }
     } else {
-      for (int i = threadIdx.x; i < rows * Sh::kRows; i += Sh::kConsumerThreads) {
-        const int r = i / Sh::kRows, c = i % Sh::kRows;
-        if (c < cols) p.y[(m_base + r) * p.N + n_cta + c] = out[r * C::kOutStride + c];
+      for (int i = threadIdx.x; i < rows * kRows; i += kConsumerThreads) {
+        const int r = i / kRows, c = i % kRows;
+        if (c < cols) p.y[(m_base + r) * p.N + n_cta + c] = out[r * kOutStride + c];
       }
     }
   }
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, int WGS, int CS>
-__global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
-    w4a4_gemm_kernel(const GemmParams p, const TileWalk<CS> walk) {
-  using C = Config<WGS>;
-  using Sh = Shape<WGS>;
-  constexpr int S = C::kStages;
+
+template <bool BF16, GemmMode MODE, int SKIP, int CS>
+__global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams p, const TileWalk<CS> walk) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);  // Stage alignment
-  Stage<WGS>* stages = reinterpret_cast<Stage<WGS>*>(smem);
-  uint8_t* epi = smem + S * sizeof(Stage<WGS>);
-  uint64_t* full = reinterpret_cast<uint64_t*>(epi + C::kEpiBytes);
-  uint64_t* empty = full + S;
+  Stage* stages = reinterpret_cast<Stage*>(smem);
+  uint8_t* epi = smem + kStages * sizeof(Stage);
+  uint64_t* full = reinterpret_cast<uint64_t*>(epi + kEpiBytes);
+  uint64_t* empty = full + kStages;
 
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   constexpr bool FP8 = MODE == GemmMode::FP8;
   constexpr uint32_t kElem = MODE == GemmMode::HALF ? 2 : 4;  // bytes per scale
   constexpr uint32_t kAScaleBytes = FP8 ? 0 : kElem * kTileM;  // FP8: row scales in the epilogue instead
-  constexpr uint32_t kStageTxBytes = kCodeTileBytes + WGS * (kBlockBytes + kElem * kWeightBlock) + kAScaleBytes;
+  // Bytes landing in a stage per group, whichever CTA's producer copies them.
+  constexpr uint32_t kGroupTxBytes = kCodeTileBytes + kWeightTileBytes + kElem * kTileN + kAScaleBytes;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < S; ++s) {
-      mbar_init(&full[s], 1);                                // the producer's arrive_expect_tx
-      mbar_init(&empty[s], CS * Sh::kConsumerThreads / 32);  // every consumer warp of the cluster
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&full[s], 1);                             // the producer's arrive_expect_tx
+      mbar_init(&empty[s], CS * kConsumerThreads / 32);   // every consumer warp of the cluster
     }
     mbar_init_fence();
   }
@@ -596,15 +561,15 @@ __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
   if constexpr (CS == 1) __syncthreads();
   else cluster_sync();
 
-  if (warp >= Sh::kConsumerThreads / 32) {
+  if (warp >= kConsumerThreads / 32) {
     // Producer warpgroup: gives registers away; its first thread feeds the stages, running ahead
     // across tile boundaries.
     setmaxnreg_dec<24>();
-    if (warp == Sh::kConsumerThreads / 32 && lane == 0) {
+    if (warp == kConsumerThreads / 32 && lane == 0) {
       const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
       const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
       const uint32_t rank = TileWalk<CS>::rank();
-      // The code tile and the activation scales: this CTA's 1 / CS of them, to every CTA.
+      // The code tiles and the activation scales: this CTA's 1 / CS of them, to every CTA.
       auto shared_copy = [&](uint8_t* dst, const uint8_t* src, uint32_t bytes, uint64_t* bar) {
         if constexpr (CS == 1) {
           bulk_copy_g2s(dst, src, bytes, bar);
@@ -613,36 +578,27 @@ __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
           bulk_copy_g2s_multicast(dst + off, src + off, part, bar, uint16_t((1u << CS) - 1));
         }
       };
-      Slot<S> slot;
+      Slot slot;
       bool first_pass = true;
       for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
         const auto tl = walk.at(i, rank);
         const int64_t ct = tl.ct, mt = tl.mt;
-        for (int64_t g = 0; g < G; ++g) {
+        for (int64_t g = 0; g < G; g += kStageGroups) {
+          const uint32_t ng = G - g < kStageGroups ? uint32_t(G - g) : uint32_t(kStageGroups);  // groups in this stage
           if (!first_pass) mbar_wait(&empty[slot.s], slot.phase ^ 1u);
-          Stage<WGS>& st = stages[slot.s];
+          Stage& st = stages[slot.s];
           const bool refill = !(SKIP & 4) || first_pass;  // profiling: filled once, then re-armed
           if (refill) {
-            // Everything that lands in this CTA's stage, whichever CTA's producer copies it (a
-            // peer's share may complete before this expect_tx: the transaction count goes
-            // negative meanwhile, and the phase cannot complete without this arrival).
-            mbar_arrive_expect_tx(&full[slot.s], kStageTxBytes);
-            shared_copy(st.codes, p.codes + (mt * G + g) * kCodeTileBytes, kCodeTileBytes, &full[slot.s]);
-            // Weight blocks b = WGS ct + j: block b is half b % 2 of weight tile b / 2; two blocks
-            // of one tile are adjacent in memory, so they go in one copy.
-            for (int j = 0; j < WGS;) {
-              const int64_t b = int64_t(WGS) * ct + j;
-              const int n = (b % 2 == 0 && j + 1 < WGS) ? 2 : 1;
-              const int64_t wt = (b / 2) * G + g;
-              bulk_copy_g2s(st.weights[j], p.wfrag + wt * kWeightTileBytes + (b % 2) * kBlockBytes, n * kBlockBytes,
-                            &full[slot.s]);
-              bulk_copy_g2s(reinterpret_cast<uint8_t*>(st.wscale) + j * kWeightBlock * kElem,
-                            wsc + (wt * kTileN + (b % 2) * kWeightBlock) * kElem, n * kWeightBlock * kElem,
-                            &full[slot.s]);
-              j += n;
-            }
+            // Everything that lands in this CTA's stage (a peer's multicast share may complete
+            // before this expect_tx: the transaction count goes negative meanwhile, and the phase
+            // cannot complete without this arrival).
+            mbar_arrive_expect_tx(&full[slot.s], ng * kGroupTxBytes);
+            // Groups g and g + 1 are adjacent in every layout: one copy per array.
+            shared_copy(st.codes[0], p.codes + (mt * G + g) * kCodeTileBytes, ng * kCodeTileBytes, &full[slot.s]);
+            bulk_copy_g2s(st.weights[0][0], p.wfrag + (ct * G + g) * kWeightTileBytes, ng * kWeightTileBytes, &full[slot.s]);
+            bulk_copy_g2s(st.wscale, wsc + (ct * G + g) * kTileN * kElem, ng * kTileN * kElem, &full[slot.s]);
             if constexpr (!FP8)
-              shared_copy(reinterpret_cast<uint8_t*>(st.ascale), asc + (mt * G + g) * kTileM * kElem, kAScaleBytes, &full[slot.s]);
+              shared_copy(st.ascale, asc + (mt * G + g) * kTileM * kElem, ng * kAScaleBytes, &full[slot.s]);
           } else {
             mbar_arrive(&full[slot.s]);
           }
@@ -652,8 +608,8 @@ __global__ void __launch_bounds__(Shape<WGS>::kThreads, 1)
       }
     }
   } else {
-    setmaxnreg_inc<Sh::kConsumerRegs>();
-    consume<BF16, MODE, SKIP, WGS, CS>(p, stages, full, empty, epi, walk);
+    setmaxnreg_inc<kConsumerRegs>();
+    consume<BF16, MODE, SKIP, CS>(p, stages, full, empty, epi, walk);
   }
   // No CTA leaves while a peer may still arrive on its barriers.
   if constexpr (CS > 1) cluster_sync();
@@ -684,15 +640,13 @@ int max_clusters(Kernel kernel, const cudaLaunchConfig_t& cfg, int sms) {
   }
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, int WGS, int CS>
+template <bool BF16, GemmMode MODE, int SKIP, int CS>
 void launch_typed(const GemmParams& p, cudaStream_t stream) {
-  using C = Config<WGS>;
-  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, WGS, CS>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes)),
+  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, CS>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)),
         "cudaFuncSetAttribute(w4a4_gemm_kernel)");
-  // The weight buffers hold weight_tiles(N) tiles, enough blocks for either shape (sm90_layout.hpp).
   TileWalk<CS> walk;
-  walk.n_tiles = ceil_div(p.N, Shape<WGS>::kRows);
+  walk.n_tiles = ceil_div(p.N, kRows);
   walk.n_groups = ceil_div(walk.n_tiles, int64_t(CS));
   walk.total = walk.n_groups * ceil_div(p.M, kTileM);
   cudaLaunchAttribute attr[1];
@@ -701,8 +655,8 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
   attr[0].val.clusterDim.y = 1;
   attr[0].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
-  cfg.blockDim = dim3(Shape<WGS>::kThreads);
-  cfg.dynamicSmemBytes = C::kSmemBytes;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = kSmemBytes;
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = CS > 1 ? 1 : 0;
@@ -713,43 +667,29 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
   check_launch("w4a4_gemm_kernel");
 }
 
-// ROWS128 and clusters of 2 unless asked (the automatic choice is revisited with each
+// No cluster unless asked (v8: clusters of 2 and 4 measured slower; revisited with each
 // measurement, docs/perf-notes.md).
-GemmTile pick_tile(const GemmParams& p) { return p.config.tile == GemmTile::AUTO ? GemmTile::ROWS128 : p.config.tile; }
-int pick_cluster(const GemmParams& p) {
-  const int c = p.config.cluster == 0 ? 2 : p.config.cluster;
-  if (c != 1 && c != 2 && c != 4) throw UnsupportedError("cuda-sm90: GEMM cluster size must be 1, 2 or 4");
-  return c;
-}
-
-template <bool BF16, GemmMode MODE, int SKIP, int WGS>
+template <bool BF16, GemmMode MODE, int SKIP>
 void launch_cluster(const GemmParams& p, cudaStream_t stream) {
-  switch (pick_cluster(p)) {
-    case 1: return launch_typed<BF16, MODE, SKIP, WGS, 1>(p, stream);
+  switch (p.cluster) {
+    case 0:
+    case 1: return launch_typed<BF16, MODE, SKIP, 1>(p, stream);
+    case 2: return launch_typed<BF16, MODE, SKIP, 2>(p, stream);
     case 4:
-      // Clusters of 4: the 128-row tile of real calls only (compile time).
-      if constexpr (WGS == 2 && SKIP == 0) return launch_typed<BF16, MODE, SKIP, WGS, 4>(p, stream);
-      throw UnsupportedError("cuda-sm90: GEMM clusters of 4 exist for the 128-row tile only");
-    default: return launch_typed<BF16, MODE, SKIP, WGS, 2>(p, stream);
-  }
-}
-
-template <bool BF16, GemmMode MODE>
-void launch_tile(const GemmParams& p, cudaStream_t stream) {
-  switch (pick_tile(p)) {
-    case GemmTile::ROWS192: return launch_cluster<BF16, MODE, 0, 3>(p, stream);
-    default: return launch_cluster<BF16, MODE, 0, 2>(p, stream);
+      if constexpr (SKIP == 0) return launch_typed<BF16, MODE, SKIP, 4>(p, stream);  // compile time: real calls only
+      throw UnsupportedError("cuda-sm90: GEMM profiling variants exist for clusters of 1 and 2 only");
+    default: throw UnsupportedError("cuda-sm90: GEMM cluster size must be 1, 2 or 4");
   }
 }
 
 template <GemmMode MODE>
 void launch_profile(const GemmParams& p, cudaStream_t stream) {
   switch (p.profile_skip) {
-    case 1: return launch_cluster<true, MODE, 1, 2>(p, stream);
-    case 4: return launch_cluster<true, MODE, 4, 2>(p, stream);
-    case 5: return launch_cluster<true, MODE, 5, 2>(p, stream);
-    case 8: return launch_cluster<true, MODE, 8, 2>(p, stream);
-    case 11: return launch_cluster<true, MODE, 11, 2>(p, stream);
+    case 1: return launch_cluster<true, MODE, 1>(p, stream);
+    case 4: return launch_cluster<true, MODE, 4>(p, stream);
+    case 5: return launch_cluster<true, MODE, 5>(p, stream);
+    case 8: return launch_cluster<true, MODE, 8>(p, stream);
+    case 11: return launch_cluster<true, MODE, 11>(p, stream);
     default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0, 1, 4, 5, 8 or 11");
   }
 }
@@ -758,16 +698,16 @@ void launch_profile(const GemmParams& p, cudaStream_t stream) {
 
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
   if (p.M == 0) return;
-  if (p.profile_skip != 0) {  // profiling variants: bf16, fp32 or fp8 mode, 128-row tile only
+  if (p.profile_skip != 0) {  // profiling variants: bf16, fp32 or fp8 mode
     if (p.dtype != HalfType::BF16 || p.mode == GemmMode::HALF)
       throw UnsupportedError("cuda-sm90: GEMM profiling variants exist for bf16 in fp32 and fp8 mode only");
     return p.mode == GemmMode::FP8 ? launch_profile<GemmMode::FP8>(p, stream) : launch_profile<GemmMode::FP32>(p, stream);
   }
   const bool bf16 = p.dtype == HalfType::BF16;
   switch (p.mode) {
-    case GemmMode::FP32: bf16 ? launch_tile<true, GemmMode::FP32>(p, stream) : launch_tile<false, GemmMode::FP32>(p, stream); break;
-    case GemmMode::HALF: bf16 ? launch_tile<true, GemmMode::HALF>(p, stream) : launch_tile<false, GemmMode::HALF>(p, stream); break;
-    case GemmMode::FP8: bf16 ? launch_tile<true, GemmMode::FP8>(p, stream) : launch_tile<false, GemmMode::FP8>(p, stream); break;
+    case GemmMode::FP32: bf16 ? launch_cluster<true, GemmMode::FP32, 0>(p, stream) : launch_cluster<false, GemmMode::FP32, 0>(p, stream); break;
+    case GemmMode::HALF: bf16 ? launch_cluster<true, GemmMode::HALF, 0>(p, stream) : launch_cluster<false, GemmMode::HALF, 0>(p, stream); break;
+    case GemmMode::FP8: bf16 ? launch_cluster<true, GemmMode::FP8, 0>(p, stream) : launch_cluster<false, GemmMode::FP8, 0>(p, stream); break;
   }
 }
 

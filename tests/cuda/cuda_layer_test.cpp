@@ -29,32 +29,29 @@ using namespace svdquant;
 namespace {
 
 // 4-bit activations throughout this file (Activations::AUTO would pick fp8 on cuda-sm90).
-// `config`: the GEMM's CTA tile and cluster (AUTO / 0: the layer's own choice).
-Tensor gpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc, cuda::GemmConfig config = {},
+// `cluster`: the GEMM's cluster size (0: the layer's own choice).
+Tensor gpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc, int cluster = 0,
                    Activations act = Activations::CHECKPOINT) {
   ForwardOptions opt;
   opt.accumulate = acc;
   opt.activations = act;
   const Backend* b = cudatest::cuda_backend();
   auto layer = b->prepare(w, opt);
-  if (config.tile != cuda::GemmTile::AUTO || config.cluster != 0) {  // int4 layers only (nvfp4 has its own GEMM)
+  if (cluster != 0) {  // int4 layers only (an nvfp4 layer has its own GEMM)
     auto* sm90 = dynamic_cast<cuda::Sm90Layer*>(layer.get());
     if (!sm90) throw std::runtime_error("cuda-sm90 prepared a layer that is not an Sm90Layer");
-    sm90->set_gemm_config(config);
+    sm90->set_gemm_cluster(cluster);
   }
   return b->forward_host(*layer, x);
 }
 
-// Every GEMM configuration (CTA tile, cluster size) computes every output element in the same
-// order (the same group fold and epilogue), so their outputs are bitwise equal; the clusters
-// also cover column-tile groups with surplus CTAs (N = 384, 520 with clusters of 2 and 4).
-void expect_configs_bitwise_equal(const LayerWeights& w, const Tensor& x, Accumulate acc, Activations act) {
-  using cuda::GemmTile;
-  const cuda::GemmConfig base{GemmTile::ROWS128, 1};
-  const Tensor a = gpu_forward(w, x, acc, base, act);
-  for (const cuda::GemmConfig c : {cuda::GemmConfig{GemmTile::ROWS128, 2}, cuda::GemmConfig{GemmTile::ROWS128, 4},
-                                   cuda::GemmConfig{GemmTile::ROWS192, 1}, cuda::GemmConfig{GemmTile::ROWS192, 2}}) {
-    const Tensor b = gpu_forward(w, x, acc, c, act);
+// Every cluster size computes every output element in the same order (the same group fold and
+// epilogue), so the outputs are bitwise equal; the cases include column-tile groups with surplus
+// CTAs (N = 200, 256, 136 with clusters of 4, N = 384, 520 with clusters of 2 and 4).
+void expect_clusters_bitwise_equal(const LayerWeights& w, const Tensor& x, Accumulate acc, Activations act) {
+  const Tensor a = gpu_forward(w, x, acc, 1, act);
+  for (const int cluster : {2, 4}) {
+    const Tensor b = gpu_forward(w, x, acc, cluster, act);
     ASSERT_EQ(a.shape(), b.shape());
     ASSERT_EQ(a.nbytes(), b.nbytes());
     int64_t differ = 0, first = -1;
@@ -65,8 +62,8 @@ void expect_configs_bitwise_equal(const LayerWeights& w, const Tensor& x, Accumu
         if (first < 0) first = i;
         ++differ;
       }
-    EXPECT_EQ(differ, 0) << (c.tile == GemmTile::ROWS128 ? 128 : 192) << "-row tile, cluster " << c.cluster << ": first at "
-                         << first << ": " << element_as_double(b, std::max<int64_t>(first, 0)) << ", 128-row tile alone "
+    EXPECT_EQ(differ, 0) << "cluster " << cluster << ": first at " << first << ": "
+                         << element_as_double(b, std::max<int64_t>(first, 0)) << ", without cluster "
                          << element_as_double(a, std::max<int64_t>(first, 0));
   }
 }
@@ -114,8 +111,8 @@ TEST_P(CudaLayer, MatchesCpuReference) {
                                     << element_as_double(r, i) << " (atol " << atol << ")";
   EXPECT_LE(double(st.differing), 0.01 * double(r.numel()) + 1) << st.differing << " of " << r.numel() << " differ";
   EXPECT_LT(cudatest::rel_l2(y, r), 1e-3);
-  expect_configs_bitwise_equal(w, x, c.acc, Activations::CHECKPOINT);
-  expect_configs_bitwise_equal(w, x, Accumulate::FP32, Activations::FP8);  // fp8 needs fp32 accumulation
+  expect_clusters_bitwise_equal(w, x, c.acc, Activations::CHECKPOINT);
+  expect_clusters_bitwise_equal(w, x, Accumulate::FP32, Activations::FP8);  // fp8 needs fp32 accumulation
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -123,6 +120,10 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(LayerCase{1, 256, 512, 32, HalfKind::BF16, false, Accumulate::FP32},
                       LayerCase{7, 200, 256, 32, HalfKind::BF16, false, Accumulate::HALF},
                       LayerCase{7, 136, 640, 16, HalfKind::FP16, true, Accumulate::FP32},
+                      // K / 64 odd: the GEMM's last stage of each tile holds one group.
+                      LayerCase{33, 256, 192, 16, HalfKind::BF16, false, Accumulate::HALF},
+                      LayerCase{129, 384, 320, 32, HalfKind::FP16, false, Accumulate::FP32},
+                      LayerCase{5, 128, 64, 8, HalfKind::BF16, true, Accumulate::FP32},
                       LayerCase{130, 384, 1024, 128, HalfKind::FP16, false, Accumulate::HALF},
                       LayerCase{256, 1000, 1024, 0, HalfKind::BF16, true, Accumulate::HALF},
                       LayerCase{300, 520, 3072, 32, HalfKind::BF16, false, Accumulate::FP32},
