@@ -52,17 +52,6 @@ __device__ __forceinline__ void mbar_arrive_cluster_if(bool pred, uint64_t* bar,
       "r"(cta), "r"(uint32_t(pred))
       : "memory");
 }
-// The local arrival, likewise predicated.
-__device__ __forceinline__ void mbar_arrive_if(bool pred, uint64_t* bar) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %1, 0;\n"
-      "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n"
-      "}\n" ::"r"(smem_addr(bar)),
-      "r"(uint32_t(pred))
-      : "memory");
-}
 // This CTA's rank in its cluster, the cluster's index in the grid and the number of clusters
 // (1-D grids).
 __device__ __forceinline__ uint32_t cluster_rank() {

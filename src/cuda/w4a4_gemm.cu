@@ -300,14 +300,20 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
     mbar_wait(&full[c.s], c.phase);
     return stages[c.s];
   };
-  // One arrival per warp and CTA of the cluster (DeepGEMM's scheme; with clusters, the CTAs'
-  // producers multicast into every CTA's stage, so each waits until all have released it).
-  // __syncwarp orders every lane's reads of the stage before the arrival; the wgmmas reading it
-  // have completed. Predicated, not branched: a branch here made ptxas serialize the wgmmas.
+  // Without clusters every consumer thread arrives (v8: one arrival per warp after __syncwarp
+  // measured the same, and compute-sanitizer's racecheck cannot follow the other lanes' reads
+  // through __syncwarp to the producer's copies). With clusters, one arrival per warp and CTA of
+  // the cluster (DeepGEMM's scheme: the CTAs' producers multicast into every CTA's stage, so each
+  // waits until all have released it); __syncwarp orders every lane's reads of the stage before
+  // the arrival, and the wgmmas reading it have completed. Predicated, not branched: a branch
+  // here made ptxas serialize the wgmmas.
   auto release = [&](const Slot& c) {
-    __syncwarp();
-    if constexpr (CS == 1) mbar_arrive_if(lane == 0, &empty[c.s]);
-    else mbar_arrive_cluster_if(lane < CS, &empty[c.s], uint32_t(lane % CS));
+    if constexpr (CS == 1) {
+      mbar_arrive(&empty[c.s]);
+    } else {
+      __syncwarp();
+      mbar_arrive_cluster_if(lane < CS, &empty[c.s], uint32_t(lane % CS));
+    }
   };
 
   Slot slot;  // the stage of the next group pair (the producer walks the ring the same way)
@@ -566,7 +572,8 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(&full[s], 1);                             // the producer's arrive_expect_tx
-      mbar_init(&empty[s], CS * kConsumerThreads / 32);   // every consumer warp of the cluster
+      // Every consumer thread, or with clusters every consumer warp of the cluster.
+      mbar_init(&empty[s], CS == 1 ? kConsumerThreads : CS * kConsumerThreads / 32);
     }
     mbar_init_fence();
   }
