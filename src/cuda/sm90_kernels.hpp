@@ -76,11 +76,10 @@ struct GemmParams {
   // cluster of it from L2 and multicasts it to all (w4a4_gemm.cu). Bitwise the same output.
   int cluster = 0;
   // Profiling only (cuda_bench's breakdown; wrong results; bf16, FP32 or FP8 mode, clusters of 1
-  // or 2):
-  // bit 0 leaves out the per-group fold, bit 1 the wgmma; 4: no loads after the first pass over
-  // the stages; 8: A from shared memory (no int4 expansion). Variants 1, 4, 5, 8 and 11 exist
-  // (11: the consumers only wait for and release the stages: the delivery alone). 0 in every real
-  // call.
+  // or 2): bit 0 leaves out the per-group fold, bit 1 the wgmma; 4: no loads after the first pass
+  // over the stages; 8: A from shared memory (no int4 expansion). Variants 1, 4, 5, 8 and 11 exist
+  // (11: the consumers only wait for and release the stages: the delivery alone). 0 in every
+  // real call.
   int profile_skip = 0;
 };
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream);
