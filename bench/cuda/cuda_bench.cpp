@@ -372,10 +372,11 @@ int main(int argc, char** argv) {
       }
       gp.row_scale = rs.as<float>();
       std::fprintf(stderr, "cuda_bench: breakdown M=%lld\n", (long long)M);
-      // Variants (GemmParams::profile_skip) with clusters of 1 and 2: full, no
-      // fold, no loads, no fold + no loads, A from smem, delivery only (consumers wait and release).
+      // Variants (GemmParams::profile_skip) with clusters of 1 and 2: full, no fold, no loads, no
+      // fold + no loads, A from smem, delivery only (consumers wait and release).
       const int variants[6] = {0, 1, 4, 5, 8, 11};
       const double flop = 2.0 * double(M) * double(N) * double(K);
+      auto mode_name = [](cuda::GemmMode m) { return m == cuda::GemmMode::FP8 ? "fp8" : m == cuda::GemmMode::HALF ? "half" : "fp32"; };
       for (int cluster : {1, 2}) {
         gp.cluster = cluster;
         for (const cuda::GemmMode mode : {cuda::GemmMode::FP32, cuda::GemmMode::FP8}) {
@@ -388,7 +389,7 @@ int main(int argc, char** argv) {
           gp.profile_skip = 0;
           std::printf("M=%lld %s, cluster %d: full %.1f | no fold %.1f | no loads %.1f | no fold, no loads %.1f | "
                       "A from smem %.1f | delivery only %.1f\n",
-                      (long long)M, mode == cuda::GemmMode::FP8 ? "fp8" : "fp32", cluster, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3,
+                      (long long)M, mode_name(mode), cluster, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3,
                       t[3] * 1e3, t[4] * 1e3, t[5] * 1e3);
         }
       }
@@ -403,9 +404,8 @@ int main(int argc, char** argv) {
           t[c] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
         }
         const double best = *std::min_element(t, t + 3);
-        std::printf("M=%lld %s: cluster 1 %.1f | 2 %.1f | 4 %.1f  (best %.0f TOPS)\n", (long long)M,
-                    mode == cuda::GemmMode::FP8 ? "fp8" : mode == cuda::GemmMode::HALF ? "half" : "fp32", t[0] * 1e3, t[1] * 1e3,
-                    t[2] * 1e3, flop / (best * 1e9));
+        std::printf("M=%lld %s: cluster 1 %.1f | 2 %.1f | 4 %.1f  (best %.0f TOPS)\n", (long long)M, mode_name(mode),
+                    t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, flop / (best * 1e9));
       }
       gp.mode = cuda::GemmMode::FP32;
       gp.cluster = 0;

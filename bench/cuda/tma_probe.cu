@@ -6,7 +6,7 @@
 //
 // Every SM runs one CTA: one producer thread fills a ring of stages (each `copies` bulk copies of
 // `bytes`, one mbarrier), one consumer warpgroup waits for each stage and releases it (one arrival
-// per warp), as in w4a4_gemm.cu. The sources walk a 24 MB buffer (L2-resident after the warm-up
+// per warp), as w4a4_gemm.cu's producer and consumers do. The sources walk a 24 MB buffer (L2-resident after the warm-up
 // run), each SM from its own offset. Prints GB/s into the SMs.
 #include <cuda_runtime.h>
 

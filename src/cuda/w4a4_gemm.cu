@@ -17,12 +17,13 @@
 // Persistent: the CTAs walk the tiles (n fastest, so the CTAs in flight share their code tiles in
 // L2); the producer runs ahead into the next tile while the consumers finish the epilogue of the
 // current one, so the pipeline never drains between tiles. Optionally in clusters of 2 or 4 CTAs
-// that take adjacent column tiles and multicast each code tile (GemmParams::cluster; v8 measured them
-// slower, docs/perf-notes.md).
+// that take adjacent column tiles and multicast each code tile (GemmParams::cluster; v8 measured
+// them slower, docs/perf-notes.md).
 //
 // Warp roles: warps 0 .. 7 are the two consumer warpgroups; the last warpgroup is the producer,
 // whose first thread fills a ring of shared-memory stages with 1-D bulk copies, completing on
-// "full" mbarriers; every consumer warp releases a stage on its "empty" mbarrier. A stage holds
+// "full" mbarriers; every consumer thread (with clusters: every consumer warp of the cluster)
+// releases a stage on its "empty" mbarrier. A stage holds
 // two groups of 64 along K (v8: the bulk copies' cost is per copy and per stage, not per byte,
 // below 16 KB: tma_probe measured 4.0 TB/s into the SMs for one 8 KB copy per stage, 7.5 TB/s for
 // one of 16 KB). Per stage: the two groups' code tiles (16 KB), their weight fragments (8 KB), the
