@@ -29,9 +29,10 @@
 // in flight (6 KB per warp, ~96 KB per SM at 16 warps) and cost no registers. A lane reads back
 // only what it copied itself, so cp.async.wait_group alone orders the copy before the read: no
 // barrier and no bank conflicts (slot (stage * 4 + 2 h + r) * 32 + lane: a warp reads 512
-// consecutive bytes). Padding rows are zero-filled by the copy (src-size 0). Registers (ptxas,
-// sm_90a): R = 0 kernels (fp8 pass 2 included) 80 at 3 blocks per SM; R = 8 .. 32 96-122 at 2;
-// R = 64 / 128 ~150 / ~215 at 1; no spills. 64 KB of ring per block.
+// consecutive bytes; the kernels with MMAs up to R = 64 read them as 4-byte words, 4 wavefronts per
+// 512 bytes either way). Padding rows are zero-filled by the copy (src-size 0). Registers (ptxas,
+// sm_90a): R = 0 kernels (fp8 pass 2 included) 72-80 at 3 blocks per SM; R = 8 .. 32 82-125 at 2;
+// R = 64 / 128 ~165-182 / ~210-224 at 1; no spills. 64 KB of ring per block.
 //
 // The two warps of a row tile add their low-rank sums through shared memory (group set 1's ring
 // region, warp order fixed); with several chunks, each block writes its 64 x R partial sums and
@@ -55,12 +56,21 @@
 // n = 8 j + lane / 4 (zero for n >= R); word 2s is b0 and word 2s + 1 is b1 of sub-step s.
 //
 // The smoothing division uses the reciprocal pairs of smooth_div.hpp (two float32 operations,
-// proven and exhaustively checked to round like the division; __fdiv_rn for the rest). The int4
+// proven and exhaustively checked to round like the division; __fdiv_rn for the rest). A warp first
+// computes the fast quotients of its whole group (both rows, both k halves) and tests their range
+// on the rounded xs, 16 bits at a time, with the halfword max it needs for the amax anyway and a
+// halfword min (smooth_bad: it accepts a subset of smooth_div.hpp's test). If any lane has a value
+// of a real row outside the range (zeros, non-finite or extreme values: rare), the whole warp
+// takes one branch in which each lane redoes the 8-value sets (row, k half) that failed with
+// __fdiv_rn, reading x again from its ring slot; padding rows (valid false: zeros, whose xs no
+// output reads) never ask for it, as before. The common path so has no divergent region (v6.1
+// had one per 8 values: 4 per group, with their register copies). The int4
 // codes avoid float-to-int conversions: q = xs * (1/s) is rounded to an integer by adding
 // 1536 + 1.5 * 2^23 (ulp 1, ties to even: the magic is even), whose low 16 bits are then the fp16
 // bits of 1536 + rne(q) (|q| <= 23 by the scale's definition, so the float's binade is fixed); two
 // of those form an f16x2, clamped and shifted back by 1536 exactly in f16x2, and converted to two
-// e4m3 bytes by one instruction (the integers -8 .. 15 are exact in both formats).
+// e4m3 bytes by one instruction (the integers -8 .. 15 are exact in both formats). The clamp is
+// left out (warp-uniform) where the rows' amax shows it to be the identity, i.e. nearly always.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -139,10 +149,20 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+// One 32-bit word of shared memory that ptxas may not merge with its neighbours into a vector load
+// (volatile; ordered after cp.async.wait_group like any access, the wait being a memory clobber).
+__device__ __forceinline__ uint32_t lds32(const uint32_t* p) { return *reinterpret_cast<const volatile uint32_t*>(p); }
+
 // Per-halfword unsigned max (one instruction on sm_90).
 __device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
   uint32_t d;
   asm("max.u16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+
+__device__ __forceinline__ uint32_t min_u16x2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("min.u16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
   return d;
 }
 
@@ -163,57 +183,97 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
   }
 }
 
-// §2 for 8 consecutive columns k .. k+7 of one row: raw x in, xs out (both as 4 T pairs, low half
-// = lower column). rc: the 8 reciprocal pairs (hi, lo) as 4 float4. Padding rows (valid false:
-// zeros, whose xs nothing reads) skip the IEEE fallback.
+// The dividends x' of §2 of one x word (a T pair) as floats.
 template <bool BF16, bool UNS>
-__device__ __forceinline__ uint4 smooth8(const uint4 raw, const float4 (&rc)[4], const uint16_t* smooth_k, bool valid) {
+__device__ __forceinline__ void smooth_in(uint32_t w, float& a0, float& a1) {
   using H = HalfOps<BF16>;
-  float a[8];
+  H::unpack2(w, a0, a1);
+  if constexpr (UNS) {  // x' = T(x + 0.171875)
+    H::unpack2(H::pack2(__fadd_rn(a0, 0.171875f), __fadd_rn(a1, 0.171875f)), a0, a1);
+  }
+}
+// §2 for 8 consecutive columns k .. k+7 of one row, fast form only: raw x in, xs out (both as 4 T
+// pairs, low half = lower column). rc: the 8 reciprocal pairs (hi, lo) as 4 float4. Whether xs may
+// be kept is decided afterwards for the whole group (smooth_bad below); the rest is redone by
+// smooth8_exact.
+template <bool BF16, bool UNS>
+__device__ __forceinline__ uint4 smooth8_fast(const uint4 raw, const float4 (&rc)[4]) {
+  using H = HalfOps<BF16>;
+  uint32_t out[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    H::unpack2(word(raw, i), a[2 * i], a[2 * i + 1]);
-    if constexpr (UNS) {  // x' = T(x + 0.171875)
-      H::unpack2(H::pack2(__fadd_rn(a[2 * i], 0.171875f), __fadd_rn(a[2 * i + 1], 0.171875f)), a[2 * i], a[2 * i + 1]);
-    }
+    float a0, a1;
+    smooth_in<BF16, UNS>(word(raw, i), a0, a1);
+    out[i] = H::pack2(smooth_quotient(a0, SmoothRcp{rc[i].x, rc[i].y}), smooth_quotient(a1, SmoothRcp{rc[i].z, rc[i].w}));
   }
-  float q[8];
-  bool ok = true;
+  return make_uint4(out[0], out[1], out[2], out[3]);
+}
+// The same 8 values by the IEEE division (exact for every input).
+template <bool BF16, bool UNS>
+__device__ __forceinline__ uint4 smooth8_exact(const uint4 raw, const uint16_t* smooth_k) {
+  using H = HalfOps<BF16>;
+  const uint4 sv = *reinterpret_cast<const uint4*>(smooth_k);
+  uint32_t out[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    q[2 * i] = smooth_quotient(a[2 * i], SmoothRcp{rc[i].x, rc[i].y});
-    q[2 * i + 1] = smooth_quotient(a[2 * i + 1], SmoothRcp{rc[i].z, rc[i].w});
-    ok &= smooth_quotient_ok(q[2 * i]) & smooth_quotient_ok(q[2 * i + 1]);
+    float s0, s1;
+    H::unpack2(word(sv, i), s0, s1);
+    float a0, a1;
+    smooth_in<BF16, UNS>(word(raw, i), a0, a1);
+    out[i] = H::pack2(__fdiv_rn(a0, s0), __fdiv_rn(a1, s1));
   }
-  if (!ok && valid) {  // zeros, non-finite or extreme values: the IEEE division (rare)
-    const uint4 sv = *reinterpret_cast<const uint4*>(smooth_k);
+  return make_uint4(out[0], out[1], out[2], out[3]);
+}
+
+// The range test of the fast quotients, on the rounded xs = T(q) instead of q: given the halfword
+// maxima mx and minima mn of |xs| over some words (sign bits cleared), true unless every |xs| is
+// in [lo, hi) with (bf16) lo = 2^-100 (1 + 2^-7), hi = 2^126, (fp16) lo = 2^-24, hi = Inf. Each
+// bound implies smooth_div.hpp's test on q (RN to T is monotone and maps NaN to NaN): |T(q)| >= lo
+// needs |q| > 2^-100 (fp16: |q| > 2^-25, as 2^-25 rounds to 0), and |T(q)| < hi needs |q| < 2^126
+// (fp16: < 65520) and q not NaN. So this test accepts a subset of what the q test accepts, where
+// the fast q is exactly the division (and so T(q)); what it rejects beyond that (bf16: |q| just
+// above 2^-100; fp16: quotients that round to 0 or overflow in fp16) takes the IEEE division, exact
+// anyway. (Checked over all 2^32 floats q, both dtypes: no q accepted here fails the q test.)
+// Bounds as halfword compares without unpacking: a halfword v < 0x8000 plus 0x8000 - b has bit 15
+// set iff v >= b (no carry into the other half).
+template <bool BF16>
+__device__ __forceinline__ bool smooth_bad(uint32_t mx, uint32_t mn) {
+  constexpr uint32_t lo = BF16 ? 0x0D81u : 0x0001u, hi = BF16 ? 0x7E80u : 0x7C00u;
+  const uint32_t ge_lo = mn + (0x8000u - lo) * 0x10001u, ge_hi = mx + (0x8000u - hi) * 0x10001u;
+  return ((~ge_lo | ge_hi) & 0x80008000u) != 0u;
+}
+
+// |xs| maxima and minima of 4 words (T bits with the sign cleared order like the magnitudes, NaN
+// above Inf above every finite value).
+__device__ __forceinline__ void abs_maxmin(const uint4 v, uint32_t& mx, uint32_t& mn) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float s0, s1;
-      H::unpack2(word(sv, i), s0, s1);
-      q[2 * i] = __fdiv_rn(a[2 * i], s0);
-      q[2 * i + 1] = __fdiv_rn(a[2 * i + 1], s1);
-    }
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t a = word(v, i) & 0x7FFF7FFFu;
+    mx = max_u16x2(mx, a);
+    mn = min_u16x2(mn, a);
   }
-  return make_uint4(H::pack2(q[0], q[1]), H::pack2(q[2], q[3]), H::pack2(q[4], q[5]), H::pack2(q[6], q[7]));
 }
 
 // §3 int4 codes of 8 xs values (4 T pairs) as 8 e4m3 bytes (see the header for the rounding).
-template <bool BF16>
+// LO / HI: whether the clamp to qmin / qmax is applied (the kernel leaves out what it has shown
+// to be the identity).
+constexpr float kCodeMagic = 12609024.0f;  // 1.5 * 2^23 + 1536: bits 0x4B406600
+template <bool BF16, bool LO, bool HI>
 __device__ __forceinline__ uint2 int4_codes8(const uint4 xs, float rcp, __half2 lo, __half2 hi) {
   using H = HalfOps<BF16>;
-  constexpr float kMagic = 12609024.0f;  // 1.5 * 2^23 + 1536: bits 0x4B406600
   const __half2 k1536 = __halves2half2(__ushort_as_half(0x6600), __ushort_as_half(0x6600));
   uint32_t out[2];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     float x0, x1;
     H::unpack2(word(xs, i), x0, x1);
-    const uint32_t r0 = __float_as_uint(__fadd_rn(__fmul_rn(x0, rcp), kMagic));
-    const uint32_t r1 = __float_as_uint(__fadd_rn(__fmul_rn(x1, rcp), kMagic));
+    const uint32_t r0 = __float_as_uint(__fadd_rn(__fmul_rn(x0, rcp), kCodeMagic));
+    const uint32_t r1 = __float_as_uint(__fadd_rn(__fmul_rn(x1, rcp), kCodeMagic));
     const uint32_t v = __byte_perm(r0, r1, 0x5410);  // f16x2 (1536 + rne(q0), 1536 + rne(q1))
     __half2 h = *reinterpret_cast<const __half2*>(&v);
-    h = __hsub2(__hmin2(__hmax2(h, lo), hi), k1536);
+    if constexpr (LO) h = __hmax2(h, lo);
+    if constexpr (HI) h = __hmin2(h, hi);
+    h = __hsub2(h, k1536);
     const __half2_raw hr = h;
     const uint32_t c = uint32_t(__nv_cvt_halfraw2_to_fp8x2(hr, __NV_SATFINITE, __NV_E4M3));
     if (i % 2 == 0) out[i / 2] = c;
@@ -223,8 +283,9 @@ __device__ __forceinline__ uint2 int4_codes8(const uint4 xs, float rcp, __half2 
 }
 
 // §5 e4m3 codes of 8 xs values. A quotient that rounds above 448 (|q| > 464) is NaN (NUMERICS
-// §1); that needs s_row subnormal (else |q| <= 448 (1 + 2^-22)), so the test runs only then.
-template <bool BF16>
+// §1); that needs s_row subnormal (else |q| <= 448 (1 + 2^-22)), so the test runs only then, and
+// is compiled only into the SUB form, which the kernel runs where some row of the warp has one.
+template <bool BF16, bool SUB>
 __device__ __forceinline__ uint2 fp8_codes8(const uint4 xs, float s_row, bool s_normal) {
   using H = HalfOps<BF16>;
   uint32_t out[2];
@@ -234,7 +295,7 @@ __device__ __forceinline__ uint2 fp8_codes8(const uint4 xs, float s_row, bool s_
     H::unpack2(word(xs, i), x0, x1);
     const float q0 = __fdiv_rn(x0, s_row), q1 = __fdiv_rn(x1, s_row);
     uint32_t c = uint32_t(__nv_cvt_float2_to_fp8x2(make_float2(q0, q1), __NV_SATFINITE, __NV_E4M3));
-    if (!s_normal) {
+    if (SUB && !s_normal) {
       if (fabsf(q0) > 464.0f) c = (c & 0xFF00u) | 0x7Fu;
       if (fabsf(q1) > 464.0f) c = (c & 0x00FFu) | 0x7F00u;
     }
@@ -243,6 +304,21 @@ __device__ __forceinline__ uint2 fp8_codes8(const uint4 xs, float s_row, bool s_
   }
   return make_uint2(out[0], out[1]);
 }
+
+// The code tile offsets of a lane's 4 stores, code_tile_offset(rr + 8 r, 32 h + 8 t) for
+// rr % 16 < 8, are (that of r = h = 0) ^ 32 h + 512 r: the swizzle flips bit 5 for the other k
+// half and rows 8 apart have the same swizzle (computing each one per group cost ~20 instructions).
+constexpr bool code_offsets_regular() {
+  for (int rr = 0; rr < kTileM; ++rr)
+    for (int t = 0; t < 4; ++t)
+      for (int r = 0; r < 2; ++r)
+        for (int h = 0; h < 2; ++h)
+          if (rr % 16 < 8 &&
+              code_tile_offset(rr + 8 * r, 32 * h + 8 * t) != ((code_tile_offset(rr, 8 * t) ^ (32 * h)) + 512 * r))
+            return false;
+  return true;
+}
+static_assert(code_offsets_regular());
 
 // RT: rank tiles of 8 (Rpad = 8 RT); 0 when the layer has no low-rank branch (or in FP8_CODES).
 template <bool BF16, int RT, Mode MODE, bool UNS>
@@ -282,6 +358,9 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
       if (chunk == 0 && gs == 0 && t == 0) p.row_scale[mrow[r]] = valid[r] ? s_row[r] : 0.0f;
     }
   }
+  // Warp-uniform: some row of this warp has codes and a subnormal s_row (rare: amax < 2^-117).
+  const bool fp8_sub = MODE == Mode::FP8_CODES &&
+                       __any_sync(0xFFFFFFFFu, (!fp8_zero[0] && !s_normal[0]) || (!fp8_zero[1] && !s_normal[1]));
 
   float acc[RT > 0 ? RT : 1][4] = {};
   uint32_t row_amax16[2] = {0u, 0u};  // FP8_AMAX: max |xs| bits over this warp's groups
@@ -291,24 +370,33 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
   extern __shared__ uint4 ring[];
   uint4* const my = ring + warp * kStages * 4 * 32 + lane;
   const uint32_t my_s = uint32_t(__cvta_generic_to_shared(my));
-  auto issue_group = [&](int64_t g, int stage) {
+  // Code tile row of row 0 (row 1 is 8 further: both are in one 128-row tile) and the byte offset
+  // of its 8 codes of half 0; the other three follow from it (code_offsets_regular).
+  const int rr0 = int(mrow[0] % kTileM);
+  const int code_off = code_tile_offset(rr0, 8 * t);
+  // xg[r]: this lane's x in the next group to issue (advanced by one group of the warp per issue;
+  // recomputing row * K + g * 64 per issue cost ~20 instructions of 64-bit address arithmetic).
+  const uint16_t* xg[2] = {xrow[0] + gbeg * kGroup, xrow[1] + gbeg * kGroup};
+  auto issue_group = [&](int stage) {
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int r = 0; r < 2; ++r)
-        cp_async16(my_s + uint32_t((stage * 4 + 2 * h + r) * 32 * 16), xrow[r] + g * kGroup + 32 * h, valid[r] ? 16u : 0u);
+        cp_async16(my_s + uint32_t((stage * 4 + 2 * h + r) * 32 * 16), xg[r] + 32 * h, valid[r] ? 16u : 0u);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) xg[r] += kGroupSets * kGroup;
   };
   const int n = gbeg < gend ? int((gend - gbeg + kGroupSets - 1) / kGroupSets) : 0;  // this warp's groups
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < n) issue_group(gbeg + int64_t(s) * kGroupSets, s);
+    if (s < n) issue_group(s);
     cp_async_commit();  // empty groups too: wait_group counts them
   }
 #pragma unroll 1
   for (int i = 0; i < n; ++i) {
     const int64_t g = gbeg + int64_t(i) * kGroupSets;
     // Refill the stage that group i - 1 used (its ld.shared results were consumed last iteration).
-    if (i + kStages - 1 < n) issue_group(g + int64_t(kStages - 1) * kGroupSets, (i + kStages - 1) % kStages);
+    if (i + kStages - 1 < n) issue_group((i + kStages - 1) % kStages);  // group i + kStages - 1
     cp_async_commit();
     cp_async_wait<kStages - 1>();  // group i has landed (this thread's copies)
     const uint4* const cur = my + (i % kStages) * 4 * 32;
@@ -329,11 +417,34 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
       float4 rc[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) rc[i] = __ldg(rcp_tab + k0 / 2 + i);
+      // x of both rows, raw[r], and as the MMA A fragments of the two sub-steps, fa[s] = {row 0 word
+      // 2s, row 1 word 2s, row 0 word 2s + 1, row 1 word 2s + 1}. With low-rank sums of up to 64
+      // ranks x is loaded word by word straight into fragment order: from 16-byte loads (whose 4
+      // registers are one row) ptxas rebuilt the fragments by register copies, ~50 per group (the
+      // volatile keeps it from merging the loads back; the 4-way bank conflicts of the 16-byte lane
+      // stride cost the same wavefronts as the 16-byte loads). At R = 128 the extra registers
+      // would spill, and without MMAs there is nothing to rebuild.
+      constexpr bool kWordLoads = RT > 0 && RT <= 8 && MODE != Mode::FP8_CODES;
       uint4 raw[2];
+      uint32_t fa[2][4];
+      if constexpr (kWordLoads) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) raw[r] = cur[(2 * h + r) * 32];
+        for (int s = 0; s < 2; ++s)
 #pragma unroll
-      for (int r = 0; r < 2; ++r) xs[2 * h + r] = smooth8<BF16, UNS>(raw[r], rc, p.smooth + k0, valid[r]);
+          for (int e = 0; e < 4; ++e)
+            fa[s][e] = lds32(reinterpret_cast<const uint32_t*>(cur + (2 * h + e % 2) * 32) + 2 * s + e / 2);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) raw[r] = make_uint4(fa[0][r], fa[0][r + 2], fa[1][r], fa[1][r + 2]);
+      } else {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) raw[r] = cur[(2 * h + r) * 32];
+#pragma unroll
+        for (int s = 0; s < 2; ++s)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) fa[s][e] = word(raw[e % 2], 2 * s + e / 2);
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) xs[2 * h + r] = smooth8_fast<BF16, UNS>(raw[r], rc);
 
       if constexpr (RT > 0 && MODE != Mode::FP8_CODES) {
 #pragma unroll
@@ -344,24 +455,52 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
           }
 #pragma unroll
           for (int s = 0; s < 2; ++s) {
-            const uint32_t a[4] = {word(raw[0], 2 * s), word(raw[1], 2 * s), word(raw[0], 2 * s + 1), word(raw[1], 2 * s + 1)};
 #pragma unroll
-            for (int j = 0; j < kB; ++j) mma_16816<BF16>(acc[jb + j], a, word(b[j], 2 * s), word(b[j], 2 * s + 1));
+            for (int j = 0; j < kB; ++j) mma_16816<BF16>(acc[jb + j], fa[s], word(b[j], 2 * s), word(b[j], 2 * s + 1));
           }
         }
       }
     }
 
-    // |xs| maxima: T bits with the sign cleared order like the magnitudes (NaN above Inf above
-    // every finite value), so an unsigned halfword max is §6's NaN-propagating max.
+    // |xs| maxima (an unsigned halfword max is §6's NaN-propagating max) and minima per row; with
+    // them the range test of the whole group's fast quotients, one per row.
+    uint32_t mx[2], mn[2];
+    bool slow = false;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = 0u;
+      mn[r] = 0xFFFFFFFFu;
+      abs_maxmin(xs[r], mx[r], mn[r]);
+      abs_maxmin(xs[2 + r], mx[r], mn[r]);
+      slow |= valid[r] && smooth_bad<BF16>(mx[r], mn[r]);  // padding rows (zeros, unread) never
+    }
+    // The rare cases (zeros, non-finite or extreme values): one warp-uniform branch per group, so
+    // that the common path has no divergent regions. Each set of 8 values (row, k half) of a real
+    // row that fails its own test is redone by the IEEE division, as before (where smooth_div.hpp's
+    // test alone would have kept the fast values, they are the same bits); x is read again from
+    // this group's ring slot (refilled only next iteration).
+    if (__any_sync(0xFFFFFFFFu, slow)) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = 0u;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          uint32_t hx = 0u, hn = 0xFFFFFFFFu;
+          abs_maxmin(xs[2 * h + r], hx, hn);
+          if (valid[r] && smooth_bad<BF16>(hx, hn)) {
+            xs[2 * h + r] = smooth8_exact<BF16, UNS>(cur[(2 * h + r) * 32], p.smooth + g * kGroup + 32 * h + 8 * t);
+            hx = 0u;  // the |xs| maximum of the new values
+            abs_maxmin(xs[2 * h + r], hx, hn);
+          }
+          mx[r] = max_u16x2(mx[r], hx);
+        }
+      }
+    }
+
     uint32_t amax16[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      uint32_t m = 0;
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) m = max_u16x2(m, word(xs[2 * h + r], i) & 0x7FFF7FFFu);
+      uint32_t m = mx[r];
       m = max(m & 0xFFFFu, m >> 16);
       if constexpr (MODE == Mode::FP8_AMAX) {
         row_amax16[r] = max(row_amax16[r], m);
@@ -375,40 +514,73 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
     if constexpr (MODE != Mode::FP8_AMAX) {
       const int64_t mt = mrow[0] / kTileM;  // both rows are in the same 128-row tile
       uint8_t* tile = p.codes + (mt * G + g) * kCodeTileBytes;
+      // INT4: §3 / §6: the stored scales of both rows, then codes from the exact reciprocals.
+      // The clamp of the codes is the identity unless some rounded quotient is above qmax or
+      // below qmin, and that shows in the row's largest one: every |xs| <= amax (the row's max
+      // of |xs| bits), RN is monotone, so RN(RN(xs * rcp) + magic) <= RN(RN(amax * rcp) + magic)
+      // =: hi_r. If hi_r <= magic + qmax then amax * rcp <= qmax + 1/2 (ulp 1 there), so every
+      // RN(RN(-|xs| * rcp) + magic) >= magic - qmax >= magic + qmin (signed; the unsigned codes keep
+      // their lower clamp: x' may be negative). NaN and Inf fail the test; rows with zero codes
+      // need none. (Checked for every amax and |xs| <= amax, both dtypes and signs.) One warp-
+      // uniform choice per group: the clamp runs only for scales far from amax / qmax (subnormal).
+      uint16_t s_bits[2];
+      bool zero[2];
+      float rcp[2];
+      bool clamp = false;
+      if constexpr (MODE == Mode::INT4) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float amax = H::to_f32(amax16[r]);
+          s_bits[r] = H::from_f32(__fmul_rn(amax, inv_qmax));
+          const float s = H::to_f32(s_bits[r]);
+          zero[r] = !valid[r] || !(s != 0.0f) || isinf(s);
+          if (!valid[r]) s_bits[r] = 0;
+          if (amax16[r] >= H::kInf && valid[r]) {
+            s_bits[r] = H::kNaN;
+            zero[r] = true;
+          }
+          rcp[r] = zero[r] ? 0.0f : __frcp_rn(s);
+          const uint32_t hi_r = __float_as_uint(__fadd_rn(__fmul_rn(amax, rcp[r]), kCodeMagic));
+          clamp |= !zero[r] && !(hi_r <= 0x4B406600u + (UNS ? 15u : 7u));
+        }
+        clamp = __any_sync(0xFFFFFFFFu, clamp);
+      }
+      uint2 ci[2][2];  // INT4 codes [r][h]
+      if constexpr (MODE == Mode::INT4) {
+        if (clamp) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) ci[r][h] = int4_codes8<BF16, true, true>(xs[2 * h + r], rcp[r], clamp_lo, clamp_hi);
+        } else {
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) ci[r][h] = int4_codes8<BF16, UNS, false>(xs[2 * h + r], rcp[r], clamp_lo, clamp_hi);
+        }
+      }
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        const int rr = int(mrow[r] % kTileM);
+        const int rr = rr0 + 8 * r;
         uint2 c[2];
         if constexpr (MODE == Mode::INT4) {
-          // §3 / §6: the stored scale, then codes from the exact reciprocal of it.
-          const float amax = H::to_f32(amax16[r]);
-          uint16_t s_bits = H::from_f32(__fmul_rn(amax, inv_qmax));
-          const float s = H::to_f32(s_bits);
-          bool zero = !valid[r] || !(s != 0.0f) || isinf(s);
-          if (!valid[r]) s_bits = 0;
-          if (amax16[r] >= H::kInf && valid[r]) {
-            s_bits = H::kNaN;
-            zero = true;
-          }
-          const float rcp = zero ? 0.0f : __frcp_rn(s);
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            c[h] = int4_codes8<BF16>(xs[2 * h + r], rcp, clamp_lo, clamp_hi);
-            if (zero) c[h] = make_uint2(0, 0);
-          }
+          for (int h = 0; h < 2; ++h) c[h] = zero[r] ? make_uint2(0, 0) : ci[r][h];
           if (t == 0) {
             const int64_t at = (mt * G + g) * kTileM + rr;
-            if (p.scale_f32) reinterpret_cast<float*>(p.ascale)[at] = H::to_f32(s_bits);
-            else p.ascale[at] = s_bits;
+            if (p.scale_f32) reinterpret_cast<float*>(p.ascale)[at] = H::to_f32(s_bits[r]);
+            else p.ascale[at] = s_bits[r];
           }
         } else {
 #pragma unroll
           for (int h = 0; h < 2; ++h)
-            c[h] = fp8_zero[r] ? make_uint2(0, 0) : fp8_codes8<BF16>(xs[2 * h + r], s_row[r], s_normal[r]);
+            c[h] = fp8_zero[r] ? make_uint2(0, 0)
+                   : fp8_sub   ? fp8_codes8<BF16, true>(xs[2 * h + r], s_row[r], s_normal[r])
+                               : fp8_codes8<BF16, false>(xs[2 * h + r], s_row[r], s_normal[r]);
         }
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          *reinterpret_cast<uint2*>(tile + code_tile_offset(rr, 32 * h + 8 * t)) = c[h];
+          *reinterpret_cast<uint2*>(tile + ((code_off ^ (32 * h)) + 512 * r)) = c[h];
       }
     }
   }
