@@ -407,6 +407,27 @@ int main(int argc, char** argv) {
         std::printf("M=%lld %s: cluster 1 %.1f | 2 %.1f | 4 %.1f  (best %.0f TOPS)\n", (long long)M, mode_name(mode),
                     t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, flop / (best * 1e9));
       }
+      // The weights expanded to e4m3 once per call (launch_expand_weights) and read by the GEMM
+      // from shared memory (GemmParams::wexp): the expansion alone, then the GEMM in each mode
+      // and its delivery alone.
+      {
+        cuda::DeviceBuffer wexp(size_t(Nt * G) * cuda::kCodeTileBytes);
+        const double tx = timer.median_ms([&] { cuda::launch_expand_weights(gp.wfrag, wexp.as<uint8_t>(), Nt, G, stream); });
+        gp.wexp = wexp.as<uint8_t>();
+        gp.cluster = 1;
+        double t[4];
+        int v = 0;
+        for (const cuda::GemmMode mode : {cuda::GemmMode::FP32, cuda::GemmMode::HALF, cuda::GemmMode::FP8}) {
+          gp.mode = mode;
+          t[v++] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+        }
+        gp.profile_skip = 11;
+        t[3] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+        gp.profile_skip = 0;
+        gp.wexp = nullptr;
+        std::printf("M=%lld e4m3 weights: expansion %.1f | GEMM fp32 %.1f | half %.1f | fp8 %.1f | delivery only (fp8) %.1f\n",
+                    (long long)M, tx * 1e3, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3);
+      }
       gp.mode = cuda::GemmMode::FP32;
       gp.cluster = 0;
       gp.Rpad = 0;

@@ -61,6 +61,10 @@ struct GemmParams {
   const float* row_scale = nullptr;   // [Mpad] float32 s_row (FP8 only)
   const float* lact = nullptr;        // [Mpad, Rpad]
   const uint8_t* wfrag = nullptr;     // [Nt][G][8192 / 2] weight fragments
+  // The same weights expanded to e4m3 by launch_expand_weights ([Nt][G][8192]); when set, the
+  // GEMM reads them as a shared-memory A operand instead of expanding wfrag in registers (clusters
+  // of 1 only). Bitwise the same output.
+  const uint8_t* wexp = nullptr;
   const void* wscale = nullptr;       // [Nt][G][128]: float32 (FP32, FP8) or T (HALF)
   const float* wcscales = nullptr;    // [Npad] float32 (ones when absent)
   const float* bias = nullptr;        // [Npad] float32 (zeros when absent)
@@ -83,5 +87,9 @@ struct GemmParams {
   int profile_skip = 0;
 };
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream);
+
+// wfrag ([Nt][G][4096], the int4 fragment order) expanded to e4m3 tiles wexp[Nt][G][8192] in the
+// activation code tiles' layout (weight_expand.cu), the GEMM's GemmParams::wexp.
+void launch_expand_weights(const uint8_t* wfrag, uint8_t* wexp, int64_t Nt, int64_t G, cudaStream_t stream);
 
 }  // namespace svdquant::cuda

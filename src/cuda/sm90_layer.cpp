@@ -10,6 +10,7 @@
 
 #include "sm90_layout.hpp"
 #include "sm90_pack.hpp"
+#include "weight_scratch.hpp"
 #include "svdquant/error.hpp"
 #include "svdquant/float_formats.hpp"
 
@@ -128,7 +129,17 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   g.row_scale = a.row_scale;
   g.dtype = ht;
   g.cluster = cluster_;
-  launch_w4a4_gemm(g, stream);
+  const bool expand = !capturing && cluster_ <= 1 &&
+                      (weight_path_ == WeightPath::EXPANDED || (weight_path_ == WeightPath::AUTO && M >= kExpandMinRows));
+  if (expand) {
+    const int64_t Nt = weight_tiles(N), G = K / kGroup;
+    const WeightScratch::Lease scratch(WeightScratch::current(), size_t(Nt * G) * kCodeTileBytes, stream);
+    launch_expand_weights(wfrag_.as<uint8_t>(), scratch.data(), Nt, G, stream);
+    g.wexp = scratch.data();
+    launch_w4a4_gemm(g, stream);
+  } else {
+    launch_w4a4_gemm(g, stream);
+  }
   order_.after_launch(stream, capturing);
 }
 

@@ -33,6 +33,17 @@ class Sm90Layer final : public PreparedLayer {
   // The GEMM's cluster size (GemmParams::cluster; 0: chosen per call); tests and benchmarks pin it.
   void set_gemm_cluster(int cluster) { cluster_ = cluster; }
 
+  // How the GEMM gets its weight operand. REGISTERS: each consumer expands the int4 fragments to
+  // e4m3 in registers, for every activation row tile. EXPANDED: the call first expands the int4
+  // weights once to e4m3 (launch_expand_weights) into the device's shared WeightScratch (N x K
+  // bytes, weight_scratch.hpp) and the GEMM reads them from shared memory (v9: fp8 GEMM 142 ->
+  // 116 us at M = 4608, K = N = 3072, docs/perf-notes.md). AUTO: EXPANDED from kExpandMinRows
+  // rows up, where the expansion pays for itself. Inside a CUDA-graph capture and with clusters
+  // the GEMM always takes the register path. Every path gives bitwise the same output.
+  enum class WeightPath { AUTO, REGISTERS, EXPANDED };
+  static constexpr int64_t kExpandMinRows = 2048;
+  void set_weight_path(WeightPath path) { weight_path_ = path; }
+
  private:
   void ensure_workspace(int64_t M, bool capturing) const;  // called with order_.mutex() held
 
@@ -40,6 +51,7 @@ class Sm90Layer final : public PreparedLayer {
   int64_t Rpad_ = 0;
   float alpha_ = 1.0f;
   int cluster_ = 0;
+  WeightPath weight_path_ = WeightPath::AUTO;
   DeviceBuffer wfrag_, wscale_, smooth_, smooth_rcp_, pdfrag_, proj_up_, wcscales_, bias_;
 
   // Workspace (grows with M, reused across calls), then the call ordering: declared last, so its

@@ -219,4 +219,25 @@ __device__ __forceinline__ void wgmma_m64n128k32_e4m3_ss(float (&d)[64], uint64_
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+  return d;
+}
+
+// Eight int4 codes (the nibbles of w, two's complement) -> two registers of four e4m3 bytes:
+// lo from the low 16 bits, hi from the high 16 bits. 12 instructions per word (v7; 20 before):
+// the positive table is looked up with the raw nibbles (a set bit 3 is prmt's sign-replicate
+// mode: garbage, but only in lanes whose value is negative), the negative table with bit 3
+// flipped (garbage only in the positive lanes), and a third prmt picks each lane's result by
+// the sign bit (selector nibble i | 4 s_i, made for both halves at once).
+__device__ __forceinline__ void int4x8_to_e4m3(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  constexpr uint32_t kPos0 = 0x44403800u, kPos1 = 0x4E4C4A48u;  // 0 .. 7
+  constexpr uint32_t kNeg0 = 0xCACCCED0u, kNeg1 = 0xB8C0C4C8u;  // -8 .. -1 (index q + 8)
+  const uint32_t wx = w ^ 0x88888888u;
+  const uint32_t sel = ((w >> 1) & 0x44444444u) | 0x32103210u;
+  lo = prmt(prmt(kPos0, kPos1, w), prmt(kNeg0, kNeg1, wx), sel);
+  hi = prmt(prmt(kPos0, kPos1, w >> 16), prmt(kNeg0, kNeg1, wx >> 16), sel >> 16);
+}
+
 }  // namespace svdquant::cuda::sm90

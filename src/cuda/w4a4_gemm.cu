@@ -62,29 +62,37 @@ constexpr int kStageGroups = 2;        // groups of 64 along K per stage
 // One stage: what the CTA needs for two groups h = 0, 1 of 64 along K (the second unused where
 // K / 64 is odd and this is a tile's last stage). Each array is the global layout's bytes of the
 // two groups, copied as they are (sm90_layout.hpp).
+// SSW: the weights come expanded to e4m3 (GemmParams::wexp) in the code tiles' layout and are
+// wgmma's shared-memory A operand; otherwise int4 fragments, expanded by the consumers.
+template <bool SSW>
 struct __align__(1024) Stage {  // 1024: each swizzled code tile starts on a 512-byte boundary
+  static constexpr int kWeightBytes = SSW ? kCodeTileBytes : kWeightTileBytes;  // per group
   uint8_t codes[kStageGroups][kCodeTileBytes];  // activation codes, wgmma K-major 64-byte swizzle
-  uint8_t weights[kStageGroups][2][kBlockBytes];  // [h][weight block][tid][16 bytes]
+  uint8_t weights[kStageGroups][kWeightBytes];  // [h][weight block][tid][16 bytes], or e4m3 tiles
   uint8_t ascale[kStageGroups * kTileM * 4];      // [h][128] float32 (fp32 mode) or T (half: 256 bytes per h)
   uint8_t wscale[kStageGroups * kTileN * 4];      // likewise, float32 (fp32, fp8) or T
 };
 
 // Shared memory: the stages, then the epilogue area (low-rank operands, then the staged outputs),
-// then the barriers. The stages get what the epilogue area leaves: 6 (12 groups).
+// then the barriers. The stages get what the epilogue area leaves: 6 (12 groups), 4 with e4m3
+// weights (8 groups).
 constexpr int kOutStride = kRows + 8;  // T elements per staged output row
 constexpr size_t kLoraBytes = size_t(2) * kTileM * kMaxRank * 2;  // l_hi + l_lo, bf16
 constexpr size_t kOutBytes = size_t(kTileM) * kOutStride * 2;
 constexpr size_t kEpiBytes = kLoraBytes > kOutBytes ? kLoraBytes : kOutBytes;
 // 1024 bytes for aligning the dynamic shared memory, 1024 for the barriers.
-constexpr int kStages = int((kSmemLimit - kEpiBytes - 2048) / sizeof(Stage));
-constexpr size_t kSmemBytes = 1024 + kStages * sizeof(Stage) + kEpiBytes + 2 * kStages * sizeof(uint64_t);
-static_assert(sizeof(Stage) % 1024 == 0 && kEpiBytes % 128 == 0 && kSmemBytes <= kSmemLimit);
+template <bool SSW> constexpr int kStages = int((kSmemLimit - kEpiBytes - 2048) / sizeof(Stage<SSW>));
+template <bool SSW>
+constexpr size_t kSmemBytes = 1024 + kStages<SSW> * sizeof(Stage<SSW>) + kEpiBytes + 2 * kStages<SSW> * sizeof(uint64_t);
+static_assert(sizeof(Stage<false>) % 1024 == 0 && sizeof(Stage<true>) % 1024 == 0 && kEpiBytes % 128 == 0 &&
+              kSmemBytes<false> <= kSmemLimit && kSmemBytes<true> <= kSmemLimit);
 
 // A position in the stage ring: index and mbarrier phase parity (no division per stage).
+template <bool SSW>
 struct Slot {
   uint32_t s = 0, phase = 0;
   __device__ void next() {
-    if (++s == kStages) {
+    if (++s == kStages<SSW>) {
       s = 0;
       phase ^= 1u;
     }
@@ -138,28 +146,6 @@ template <> struct Half<false> {
   static __device__ T2 bcast(uint16_t b) { return __half2half2(__ushort_as_half(b)); }
 };
 
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-  uint32_t d;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
-  return d;
-}
-
-// Eight int4 codes (the nibbles of w, two's complement) -> two registers of four e4m3 bytes:
-// lo from the low 16 bits, hi from the high 16 bits. 12 instructions per word (v7; 20 before):
-// the positive table is looked up with the raw nibbles (a set bit 3 is prmt's sign-replicate
-// mode: garbage, but only in lanes whose value is negative), the negative table with bit 3
-// flipped (garbage only in the positive lanes), and a third prmt picks each lane's result by
-// the sign bit (selector nibble i | 4 s_i, made for both halves at once).
-__device__ __forceinline__ void int4x8_to_e4m3(uint32_t w, uint32_t& lo, uint32_t& hi) {
-  constexpr uint32_t kPos0 = 0x44403800u, kPos1 = 0x4E4C4A48u;  // 0 .. 7
-  constexpr uint32_t kNeg0 = 0xCACCCED0u, kNeg1 = 0xB8C0C4C8u;  // -8 .. -1 (index q + 8)
-  const uint32_t wx = w ^ 0x88888888u;
-  const uint32_t sel = ((w >> 1) & 0x44444444u) | 0x32103210u;
-  lo = prmt(prmt(kPos0, kPos1, w), prmt(kNeg0, kNeg1, wx), sel);
-  hi = prmt(prmt(kPos0, kPos1, w >> 16), prmt(kNeg0, kNeg1, wx >> 16), sel >> 16);
-}
-
-
 // Consumer warpgroups: the main loop over the tiles of this CTA, each with its epilogue.
 // SKIP (profiling only, cuda_bench's breakdown; results are wrong): bit 0 leaves out the fold,
 // bit 1 the wgmma, bit 2 the loads after the first pass over the stages (the producer only
@@ -167,9 +153,11 @@ __device__ __forceinline__ void int4x8_to_e4m3(uint32_t w, uint32_t& lo, uint32_
 // memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers). Real calls
 // use SKIP = 0: no instruction but a wgmma then writes the partial-sum registers, so ptxas keeps
 // the wgmmas asynchronous.
-template <bool BF16, GemmMode MODE, int SKIP, int CS>
-__device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint64_t* full, uint64_t* empty, uint8_t* epi,
+template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW>
+__device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages, uint64_t* full, uint64_t* empty, uint8_t* epi,
                                         const TileWalk<CS>& walk) {
+  using StageT = Stage<SSW>;
+  using SlotT = Slot<SSW>;
   using H = Half<BF16>;
   constexpr bool HALF_ACC = MODE == GemmMode::HALF;
   constexpr bool FP8 = MODE == GemmMode::FP8;
@@ -183,21 +171,24 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
   float acc[HALF_ACC ? 1 : 64] = {};
   typename H::T2 hacc[HALF_ACC ? 32 : 1] = {};
   float part0[64], part1[64];  // even groups (h = 0) in part0, odd groups (h = 1) in part1
-  // wgmma descriptor of stage 0's first code tile; stage s is sizeof(Stage) / 16 further, its
+  // wgmma descriptor of stage 0's first code tile; stage s is sizeof(StageT) / 16 further, its
   // second group kCodeTileBytes / 16.
   const uint64_t desc0 = smem_desc_sw64(stages[0].codes[0]);
+  // SSW: the same for the e4m3 weight tiles (this warpgroup's 64 rows: +4096 bytes per block).
+  const uint64_t wdesc0 = smem_desc_sw64(stages[0].weights[0]) + uint64_t((wg * 4096) >> 4);
+  constexpr bool kRegA = !SSW && !(SKIP & 8);  // A from registers (int4 expanded here)
 
   // This warpgroup's A registers for the two k32 steps of group h of a stage, expanded from int4
   // to e4m3: the raw 16 bytes (loaded ahead, v8) and their expansion (after the last wgmma wait
   // before its issue: defining a wgmma's input registers across a wait makes ptxas serialize the
   // wgmmas, C7513).
-  auto wraw = [&](const Stage& st, int h) {
-    if constexpr (SKIP & 8) return uint4{};  // profiling: A from shared memory instead
-    return *reinterpret_cast<const uint4*>(st.weights[h][wg] + tid * 16);
+  auto wraw = [&](const StageT& st, int h) {
+    if constexpr (!kRegA) return uint4{};  // A from shared memory instead
+    return *reinterpret_cast<const uint4*>(st.weights[h] + wg * kBlockBytes + tid * 16);
   };
   auto expand = [&](const uint4& wv) {
     AFrag a{};
-    if constexpr (SKIP & 8) return a;
+    if constexpr (!kRegA) return a;
     int4x8_to_e4m3(wv.x, a.k0[0], a.k0[1]);
     int4x8_to_e4m3(wv.y, a.k0[2], a.k0[3]);
     int4x8_to_e4m3(wv.z, a.k1[0], a.k1[1]);
@@ -206,10 +197,14 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
   };
   // Issues the two wgmma k32 steps of group h of stage s into `part` (one commit group).
   auto issue = [&](float(&part)[64], const AFrag& a, uint32_t s, int h) {
-    const uint64_t desc = desc0 + uint64_t(s) * (sizeof(Stage) >> 4) + uint64_t(h) * (kCodeTileBytes >> 4);
+    const uint64_t desc = desc0 + uint64_t(s) * (sizeof(StageT) >> 4) + uint64_t(h) * (kCodeTileBytes >> 4);
     wgmma_fence();
     if constexpr (SKIP & 2) {
       part[0] += float(a.k0[0] ^ a.k1[3]);  // keep the weight loads and conversions alive
+    } else if constexpr (SSW) {
+      const uint64_t adesc = wdesc0 + uint64_t(s) * (sizeof(StageT) >> 4) + uint64_t(h) * (kCodeTileBytes >> 4);
+      wgmma_m64n128k32_e4m3_ss(part, adesc, desc, 0);
+      wgmma_m64n128k32_e4m3_ss(part, adesc + (32 >> 4), desc + (32 >> 4), 1);
     } else if constexpr (SKIP & 8) {
       // Rows 64 wg .. 64 wg + 63 of the code tile as A (64 rows of 64 bytes: 4096 bytes each).
       const uint64_t adesc = desc + ((wg * 4096) >> 4);
@@ -237,7 +232,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
     float sw0, sw1;
     typename H::T2 hw0, hw1;
   };
-  auto load_scales = [&](const Stage& st, int h) {
+  auto load_scales = [&](const StageT& st, int h) {
     Scales sc;
     sc.as = st.ascale + h * kTileM * kElem;
     [[maybe_unused]] const int r0 = 64 * wg + rw;  // row in the CTA tile's scale vector
@@ -297,7 +292,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
     }
   };
   // Waiting for a stage to be full, and releasing it.
-  auto acquire = [&](const Slot& c) -> const Stage& {
+  auto acquire = [&](const SlotT& c) -> const StageT& {
     mbar_wait(&full[c.s], c.phase);
     return stages[c.s];
   };
@@ -308,7 +303,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
   // waits until all have released it); __syncwarp orders every lane's reads of the stage before
   // the arrival, and the wgmmas reading it have completed. Predicated, not branched: a branch
   // here made ptxas serialize the wgmmas.
-  auto release = [&](const Slot& c) {
+  auto release = [&](const SlotT& c) {
     if constexpr (CS == 1) {
       mbar_arrive(&empty[c.s]);
     } else {
@@ -317,7 +312,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
     }
   };
 
-  Slot slot;  // the stage of the next group pair (the producer walks the ring the same way)
+  SlotT slot;  // the stage of the next group pair (the producer walks the ring the same way)
   const uint32_t rank = TileWalk<CS>::rank();
   for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
     const auto tl = walk.at(i, rank);
@@ -335,16 +330,16 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
     // wgmma; fp8 GEMM 140.4 -> 136.7 us, half 174.4 -> 163.6); not in fp32 mode, whose registers
     // then no longer hold its 6 early scale pairs (with 4: 177.8 -> 185.2 us).
     constexpr bool kAhead = MODE != GemmMode::FP32;
-    Slot c = slot;
-    const Stage* s = &acquire(c);
+    SlotT c = slot;
+    const StageT* s = &acquire(c);
     issue(part0, expand(wraw(*s, 0)), c.s, 0);
     uint4 w1 = wraw(*s, 1);  // read also where K / 64 is odd (then unused)
     int64_t g = 0;
     for (; g + 2 < G; g += 2) {  // on entry group g (h = 0 of stage c) is in flight in part0
       issue(part1, expand(w1), c.s, 1);
-      Slot n = c;
+      SlotT n = c;
       n.next();
-      const Stage* sn = &acquire(n);
+      const StageT* sn = &acquire(n);
       const uint4 w0 = kAhead ? wraw(*sn, 0) : uint4{};
       const Scales sc0 = load_scales(*s, 0);
       wgmma_wait<1>();
@@ -553,14 +548,15 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage* stages, uint
 }
 
 
-template <bool BF16, GemmMode MODE, int SKIP, int CS>
+template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW>
 __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams p, const TileWalk<CS> walk) {
+  constexpr int kS = kStages<SSW>;
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);  // Stage alignment
-  Stage* stages = reinterpret_cast<Stage*>(smem);
-  uint8_t* epi = smem + kStages * sizeof(Stage);
+  auto* stages = reinterpret_cast<Stage<SSW>*>(smem);
+  uint8_t* epi = smem + kS * sizeof(Stage<SSW>);
   uint64_t* full = reinterpret_cast<uint64_t*>(epi + kEpiBytes);
-  uint64_t* empty = full + kStages;
+  uint64_t* empty = full + kS;
 
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -568,10 +564,11 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   constexpr uint32_t kElem = MODE == GemmMode::HALF ? 2 : 4;  // bytes per scale
   constexpr uint32_t kAScaleBytes = FP8 ? 0 : kElem * kTileM;  // FP8: row scales in the epilogue instead
   // Bytes landing in a stage per group, whichever CTA's producer copies them.
-  constexpr uint32_t kGroupTxBytes = kCodeTileBytes + kWeightTileBytes + kElem * kTileN + kAScaleBytes;
+  constexpr uint32_t kWBytes = Stage<SSW>::kWeightBytes;
+  constexpr uint32_t kGroupTxBytes = kCodeTileBytes + kWBytes + kElem * kTileN + kAScaleBytes;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
+    for (int s = 0; s < kS; ++s) {
       mbar_init(&full[s], 1);                             // the producer's arrive_expect_tx
       // Every consumer thread, or with clusters every consumer warp of the cluster.
       mbar_init(&empty[s], CS == 1 ? kConsumerThreads : CS * kConsumerThreads / 32);
@@ -599,7 +596,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
           bulk_copy_g2s_multicast(dst + off, src + off, part, bar, uint16_t((1u << CS) - 1));
         }
       };
-      Slot slot;
+      Slot<SSW> slot;
       bool first_pass = true;
       for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
         const auto tl = walk.at(i, rank);
@@ -607,7 +604,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
         for (int64_t g = 0; g < G; g += kStageGroups) {
           const uint32_t ng = G - g < kStageGroups ? uint32_t(G - g) : uint32_t(kStageGroups);  // groups in this stage
           if (!first_pass) mbar_wait(&empty[slot.s], slot.phase ^ 1u);
-          Stage& st = stages[slot.s];
+          Stage<SSW>& st = stages[slot.s];
           const bool refill = !(SKIP & 4) || first_pass;  // profiling: filled once, then re-armed
           if (refill) {
             // Everything that lands in this CTA's stage (a peer's multicast share may complete
@@ -616,7 +613,8 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
             mbar_arrive_expect_tx(&full[slot.s], ng * kGroupTxBytes);
             // Groups g and g + 1 are adjacent in every layout: one copy per array.
             shared_copy(st.codes[0], p.codes + (mt * G + g) * kCodeTileBytes, ng * kCodeTileBytes, &full[slot.s]);
-            bulk_copy_g2s(st.weights[0][0], p.wfrag + (ct * G + g) * kWeightTileBytes, ng * kWeightTileBytes, &full[slot.s]);
+            const uint8_t* wsrc = SSW ? p.wexp : p.wfrag;
+            bulk_copy_g2s(st.weights[0], wsrc + (ct * G + g) * kWBytes, ng * kWBytes, &full[slot.s]);
             bulk_copy_g2s(st.wscale, wsc + (ct * G + g) * kTileN * kElem, ng * kTileN * kElem, &full[slot.s]);
             if constexpr (!FP8)
               shared_copy(st.ascale, asc + (mt * G + g) * kTileM * kElem, ng * kAScaleBytes, &full[slot.s]);
@@ -630,7 +628,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
     }
   } else {
     setmaxnreg_inc<kConsumerRegs>();
-    consume<BF16, MODE, SKIP, CS>(p, stages, full, empty, epi, walk);
+    consume<BF16, MODE, SKIP, CS, SSW>(p, stages, full, empty, epi, walk);
   }
   // No CTA leaves while a peer may still arrive on its barriers.
   if constexpr (CS > 1) cluster_sync();
@@ -661,10 +659,10 @@ int max_clusters(Kernel kernel, const cudaLaunchConfig_t& cfg, int sms) {
   }
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, int CS>
+template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW = false>
 void launch_typed(const GemmParams& p, cudaStream_t stream) {
-  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, CS>;
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)),
+  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, CS, SSW>;
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes<SSW>)),
         "cudaFuncSetAttribute(w4a4_gemm_kernel)");
   TileWalk<CS> walk;
   walk.n_tiles = ceil_div(p.N, kRows);
@@ -677,7 +675,7 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
   attr[0].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
   cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = kSmemBytes;
+  cfg.dynamicSmemBytes = kSmemBytes<SSW>;
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = CS > 1 ? 1 : 0;
@@ -692,6 +690,11 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
 // measurement, docs/perf-notes.md).
 template <bool BF16, GemmMode MODE, int SKIP>
 void launch_cluster(const GemmParams& p, cudaStream_t stream) {
+  if (p.wexp != nullptr) {  // e4m3 weights from shared memory: clusters of 1; real calls and the delivery alone
+    if (p.cluster > 1) throw UnsupportedError("cuda-sm90: the GEMM with e4m3 weights runs without clusters");
+    if constexpr (SKIP == 0 || SKIP == 11) return launch_typed<BF16, MODE, SKIP, 1, true>(p, stream);
+    throw UnsupportedError("cuda-sm90: GEMM profiling variants with e4m3 weights: 0 and 11 only");
+  }
   switch (p.cluster) {
     case 0:
     case 1: return launch_typed<BF16, MODE, SKIP, 1>(p, stream);

@@ -30,28 +30,32 @@ namespace {
 
 // 4-bit activations throughout this file (Activations::AUTO would pick fp8 on cuda-sm90).
 // `cluster`: the GEMM's cluster size (0: the layer's own choice).
+// `path`: how the GEMM gets its weights (Sm90Layer::set_weight_path).
+using WeightPath = cuda::Sm90Layer::WeightPath;
 Tensor gpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc, int cluster = 0,
-                   Activations act = Activations::CHECKPOINT) {
+                   Activations act = Activations::CHECKPOINT, WeightPath path = WeightPath::AUTO) {
   ForwardOptions opt;
   opt.accumulate = acc;
   opt.activations = act;
   const Backend* b = cudatest::cuda_backend();
   auto layer = b->prepare(w, opt);
-  if (cluster != 0) {  // int4 layers only (an nvfp4 layer has its own GEMM)
+  if (cluster != 0 || path != WeightPath::AUTO) {  // int4 layers only (an nvfp4 layer has its own GEMM)
     auto* sm90 = dynamic_cast<cuda::Sm90Layer*>(layer.get());
     if (!sm90) throw std::runtime_error("cuda-sm90 prepared a layer that is not an Sm90Layer");
     sm90->set_gemm_cluster(cluster);
+    sm90->set_weight_path(path);
   }
   return b->forward_host(*layer, x);
 }
 
-// Every cluster size computes every output element in the same order (the same group fold and
-// epilogue), so the outputs are bitwise equal; the cases include column-tile groups with surplus
+// Every cluster size, and the GEMM on weights expanded to e4m3 beforehand, computes every output
+// element in the same order (the same group fold and epilogue), so the outputs are bitwise equal; the cases include column-tile groups with surplus
 // CTAs (N = 200, 256, 136 with clusters of 4, N = 384, 520 with clusters of 2 and 4).
 void expect_clusters_bitwise_equal(const LayerWeights& w, const Tensor& x, Accumulate acc, Activations act) {
-  const Tensor a = gpu_forward(w, x, acc, 1, act);
-  for (const int cluster : {2, 4}) {
-    const Tensor b = gpu_forward(w, x, acc, cluster, act);
+  const Tensor a = gpu_forward(w, x, acc, 1, act, WeightPath::REGISTERS);
+  for (const int cluster : {2, 4, 0}) {  // 0: no cluster, weights expanded to e4m3 first
+    const Tensor b = cluster != 0 ? gpu_forward(w, x, acc, cluster, act, WeightPath::REGISTERS)
+                                  : gpu_forward(w, x, acc, 1, act, WeightPath::EXPANDED);
     ASSERT_EQ(a.shape(), b.shape());
     ASSERT_EQ(a.nbytes(), b.nbytes());
     int64_t differ = 0, first = -1;
@@ -62,7 +66,8 @@ void expect_clusters_bitwise_equal(const LayerWeights& w, const Tensor& x, Accum
         if (first < 0) first = i;
         ++differ;
       }
-    EXPECT_EQ(differ, 0) << "cluster " << cluster << ": first at " << first << ": "
+    EXPECT_EQ(differ, 0) << (cluster != 0 ? "cluster " + std::to_string(cluster) : std::string("expanded weights"))
+                         << ": first at " << first << ": "
                          << element_as_double(b, std::max<int64_t>(first, 0)) << ", without cluster "
                          << element_as_double(a, std::max<int64_t>(first, 0));
   }
