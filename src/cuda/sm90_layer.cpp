@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -131,15 +132,15 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   g.cluster = cluster_;
   const bool expand = !capturing && cluster_ <= 1 &&
                       (weight_path_ == WeightPath::EXPANDED || (weight_path_ == WeightPath::AUTO && M >= kExpandMinRows));
+  std::optional<WeightScratch::Lease> scratch;  // held from the expansion through the GEMM
   if (expand) {
     const int64_t Nt = weight_tiles(N), G = K / kGroup;
-    const WeightScratch::Lease scratch(WeightScratch::current(), size_t(Nt * G) * kCodeTileBytes, stream);
-    launch_expand_weights(wfrag_.as<uint8_t>(), scratch.data(), Nt, G, stream);
-    g.wexp = scratch.data();
-    launch_w4a4_gemm(g, stream);
-  } else {
-    launch_w4a4_gemm(g, stream);
+    scratch.emplace(WeightScratch::current(), size_t(Nt * G) * kCodeTileBytes, stream);
+    launch_expand_weights(wfrag_.as<uint8_t>(), scratch->data(), Nt, G, stream);
+    g.wexp = scratch->data();
   }
+  launch_w4a4_gemm(g, stream);
+  scratch.reset();  // records the end of the GEMM for the scratch's next user
   order_.after_launch(stream, capturing);
 }
 
