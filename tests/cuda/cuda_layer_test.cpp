@@ -49,8 +49,9 @@ Tensor gpu_forward(const LayerWeights& w, const Tensor& x, Accumulate acc, int c
 }
 
 // Every cluster size, and the GEMM on weights expanded to e4m3 beforehand, computes every output
-// element in the same order (the same group fold and epilogue), so the outputs are bitwise equal; the cases include column-tile groups with surplus
-// CTAs (N = 200, 256, 136 with clusters of 4, N = 384, 520 with clusters of 2 and 4).
+// element in the same order (the same group fold and epilogue), so the outputs are bitwise equal;
+// the cases include column-tile groups with surplus CTAs (N = 200, 256, 136 with clusters of 4,
+// N = 384, 520 with clusters of 2 and 4).
 void expect_clusters_bitwise_equal(const LayerWeights& w, const Tensor& x, Accumulate acc, Activations act) {
   const Tensor a = gpu_forward(w, x, acc, 1, act, WeightPath::REGISTERS);
   for (const int cluster : {2, 4, 0}) {  // 0: no cluster, weights expanded to e4m3 first
