@@ -9,9 +9,10 @@
 // FP8_AMAX computes xs, the low-rank sums and the rows' amax, folded into row_amax with an
 // integer atomicMax on the float bits (max is order-independent, so this is deterministic; NaN's
 // bits are above every finite value's and Inf's); a second launch in mode FP8_CODES recomputes xs
-// (x is L2-resident by then: pass 1 writes almost nothing), divides by s_row = amax / 448 and
-// writes the e4m3 codes into the GEMM's tile layout and the row scales. (One pass would have to
-// keep a whole row of xs, up to 12288 x 2 bytes per row, on chip until its amax is known.)
+// (x is L2-resident by then: pass 1 writes almost nothing), divides by s_row = amax / 448 (by the
+// row's reciprocal and one correction step, exactly the division: row_div.hpp) and writes the
+// e4m3 codes into the GEMM's tile layout and the row scales. (One pass would have to keep a whole
+// row of xs, up to 12288 x 2 bytes per row, on chip until its amax is known.)
 //
 // Work split (v6.1). A block is 8 warps over 64 rows (4 row tiles of 16) and a K chunk of C
 // groups. The chunking takes as many chunks as fill one wave of resident blocks (2 per SM x 132
@@ -81,6 +82,7 @@
 #include "cuda_check.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
+#include "row_div.hpp"
 #include "smooth_div.hpp"
 
 namespace svdquant::cuda {
@@ -282,20 +284,29 @@ __device__ __forceinline__ uint2 int4_codes8(const uint4 xs, float rcp, __half2 
   return make_uint2(out[0], out[1]);
 }
 
-// §5 e4m3 codes of 8 xs values. A quotient that rounds above 448 (|q| > 464) is NaN (NUMERICS
-// §1); that needs s_row subnormal (else |q| <= 448 (1 + 2^-22)), so the test runs only then, and
-// is compiled only into the SUB form, which the kernel runs where some row of the warp has one.
-template <bool BF16, bool SUB>
-__device__ __forceinline__ uint2 fp8_codes8(const uint4 xs, float s_row, bool s_normal) {
+// §5 e4m3 codes of 8 xs values. FAST (s_row in row_div.hpp's range for every row of the warp
+// that has codes): the quotients by the row's reciprocal and one correction step, exactly the
+// float32 division (row_div.hpp). Otherwise __fdiv_rn, and a quotient that rounds above 448
+// (|q| > 464) is NaN (NUMERICS §1); that needs s_row subnormal (else |q| <= 448 (1 + 2^-22)),
+// so the test runs only then.
+template <bool BF16, bool FAST>
+__device__ __forceinline__ uint2 fp8_codes8(const uint4 xs, float s_row, float r_row, bool s_normal) {
   using H = HalfOps<BF16>;
   uint32_t out[2];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     float x0, x1;
     H::unpack2(word(xs, i), x0, x1);
-    const float q0 = __fdiv_rn(x0, s_row), q1 = __fdiv_rn(x1, s_row);
+    float q0, q1;
+    if constexpr (FAST) {
+      q0 = row_quotient(x0, s_row, r_row);
+      q1 = row_quotient(x1, s_row, r_row);
+    } else {
+      q0 = __fdiv_rn(x0, s_row);
+      q1 = __fdiv_rn(x1, s_row);
+    }
     uint32_t c = uint32_t(__nv_cvt_float2_to_fp8x2(make_float2(q0, q1), __NV_SATFINITE, __NV_E4M3));
-    if (SUB && !s_normal) {
+    if (!FAST && !s_normal) {
       if (fabsf(q0) > 464.0f) c = (c & 0xFF00u) | 0x7Fu;
       if (fabsf(q1) > 464.0f) c = (c & 0x00FFu) | 0x7F00u;
     }
@@ -345,8 +356,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
   // back by 1536).
   const __half2 clamp_lo = __half2half2(__ushort_as_half(uint16_t(UNS ? 0x6600 : 0x6600 - 8)));
   const __half2 clamp_hi = __half2half2(__ushort_as_half(uint16_t(UNS ? 0x6600 + 15 : 0x6600 + 7)));
-  float s_row[2] = {0.0f, 0.0f};
-  bool fp8_zero[2] = {true, true}, s_normal[2] = {true, true};
+  float s_row[2] = {0.0f, 0.0f}, r_row[2] = {0.0f, 0.0f};
+  bool fp8_zero[2] = {true, true}, s_normal[2] = {true, true}, s_fast[2] = {true, true};
   if constexpr (MODE == Mode::FP8_CODES) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -355,12 +366,15 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
       s_row[r] = finite ? __fdiv_rn(__uint_as_float(bits), 448.0f) : __uint_as_float(0x7FC00000u);
       fp8_zero[r] = !valid[r] || !finite || s_row[r] == 0.0f;
       s_normal[r] = s_row[r] >= 0x1p-126f;
+      s_fast[r] = row_fast_ok(s_row[r]);
+      r_row[r] = s_fast[r] ? row_reciprocal(s_row[r]) : 0.0f;
       if (chunk == 0 && gs == 0 && t == 0) p.row_scale[mrow[r]] = valid[r] ? s_row[r] : 0.0f;
     }
   }
-  // Warp-uniform: some row of this warp has codes and a subnormal s_row (rare: amax < 2^-117).
-  const bool fp8_sub = MODE == Mode::FP8_CODES &&
-                       __any_sync(0xFFFFFFFFu, (!fp8_zero[0] && !s_normal[0]) || (!fp8_zero[1] && !s_normal[1]));
+  // Warp-uniform: some row of this warp has codes and an s_row outside row_div.hpp's range (rare:
+  // amax < 2^-55 or > 2^72), so the warp divides by __fdiv_rn.
+  const bool fp8_slow = MODE == Mode::FP8_CODES &&
+                        __any_sync(0xFFFFFFFFu, (!fp8_zero[0] && !s_fast[0]) || (!fp8_zero[1] && !s_fast[1]));
 
   float acc[RT > 0 ? RT : 1][4] = {};
   uint32_t row_amax16[2] = {0u, 0u};  // FP8_AMAX: max |xs| bits over this warp's groups
@@ -575,8 +589,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
 #pragma unroll
           for (int h = 0; h < 2; ++h)
             c[h] = fp8_zero[r] ? make_uint2(0, 0)
-                   : fp8_sub   ? fp8_codes8<BF16, true>(xs[2 * h + r], s_row[r], s_normal[r])
-                               : fp8_codes8<BF16, false>(xs[2 * h + r], s_row[r], s_normal[r]);
+                   : fp8_slow  ? fp8_codes8<BF16, false>(xs[2 * h + r], s_row[r], r_row[r], s_normal[r])
+                               : fp8_codes8<BF16, true>(xs[2 * h + r], s_row[r], r_row[r], s_normal[r]);
         }
 #pragma unroll
         for (int h = 0; h < 2; ++h)

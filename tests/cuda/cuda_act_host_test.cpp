@@ -1,6 +1,7 @@
 // Host-side checks of the activation kernel's arithmetic and layout tricks (act_quant.cu); they
-// need no GPU: the smoothing division by reciprocal pairs (smooth_div.hpp) against the float32
-// division, the int4 rounding by a magic constant, and the permuted k order of pack_proj_down
+// need no GPU: the smoothing division by reciprocal pairs (smooth_div.hpp) and the fp8 division
+// by the row's reciprocal (row_div.hpp) against the float32 division, the int4 rounding by a
+// magic constant, and the permuted k order of pack_proj_down
 // against a host model of the kernel's lane -> register mapping and of mma.m16n8k16.
 #include <gtest/gtest.h>
 
@@ -11,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "row_div.hpp"
 #include "sm90_pack.hpp"
 #include "smooth_div.hpp"
 #include "svdquant/float_formats.hpp"
@@ -60,6 +62,52 @@ TEST(ActKernelHost, SmoothDivisionMatchesFloatDivision) {
     for (float b : {0.0f, INFINITY, NAN})
       EXPECT_FALSE(cuda::smooth_quotient_ok(cuda::smooth_quotient(1.0f, cuda::smooth_reciprocal(b))));
   }
+}
+
+// row_quotient (row_div.hpp): x / s through RN(1/s) and one correction step. Every x with 11
+// significant bits (all bf16 and fp16 significands) against a sample of float32 significands of s
+// (the full 2^23 were checked once the same way: 2^33 pairs, no mismatch), at several exponents
+// of x and s inside the fast range; then the fast range's edges, where tiny quotients must give
+// the same e4m3 code (with the sign of zero) as the division.
+TEST(ActKernelHost, RowQuotientMatchesFloatDivision) {
+  std::mt19937 rng(19);
+  std::vector<uint32_t> sig;  // fraction bits of s
+  for (uint32_t m : {0u, 1u, 2u, 0x7FFFFFu, 0x7FFFFEu, 0x400000u, 0x3FFFFFu, 0x555555u, 0x2AAAAAu}) sig.push_back(m);
+  for (int i = 0; i < 3000; ++i) sig.push_back(rng() & 0x7FFFFFu);
+  int64_t n = 0, bad = 0;
+  for (int se : {-64, -20, 0, 7, 63})    // s = 2^se * 1.m
+    for (int xe : {-12, -1, 0, 8}) {     // x / s around 2^(xe - se) ... stays a normal quotient
+      for (uint32_t m : sig) {
+        const float s = std::ldexp(1.0f + float(m) * 0x1p-23f, se);
+        const float r = cuda::row_reciprocal(s);
+        for (int i = 0; i < 2048; ++i) {
+          const float x = std::ldexp((1.0f + float(i % 1024) / 1024.0f) * (i < 1024 ? 1.0f : -1.0f), xe + se);
+          ++n;
+          bad += bits_of(cuda::row_quotient(x, s, r)) != bits_of(x / s);
+        }
+      }
+    }
+  EXPECT_EQ(bad, 0) << "of " << n;
+  EXPECT_GT(n, int64_t(60'000'000));
+  // The edges of the fast range, every bf16 x with |x / s| <= 448 (1 + 2^-22): the e4m3 codes
+  // agree, tiny and underflowing quotients and both zeros included.
+  int64_t codes = 0, bad_codes = 0;
+  for (float s0 : {cuda::kRowFastMin, cuda::kRowFastMax, 0x1.fffffep-64f, 0x1.000002p+63f})
+    for (uint32_t m : {0u, 1u, 0x123457u, 0x7FFFFFu}) {
+      const float s = s0 * (1.0f + float(m) * 0x1p-23f) > cuda::kRowFastMax ? s0 : s0 * (1.0f + float(m) * 0x1p-23f);
+      ASSERT_TRUE(cuda::row_fast_ok(s));
+      const float r = cuda::row_reciprocal(s);
+      for (uint32_t h = 0; h < 0x10000; ++h) {
+        const float x = bf16_to_f32(uint16_t(h));
+        if (!(std::fabs(x / s) <= 448.0001f)) continue;
+        ++codes;
+        bad_codes += f32_to_e4m3(cuda::row_quotient(x, s, r)) != f32_to_e4m3(x / s);
+      }
+    }
+  EXPECT_EQ(bad_codes, 0) << "of " << codes;
+  EXPECT_GT(codes, int64_t(100'000));
+  EXPECT_EQ(f32_to_e4m3(cuda::row_quotient(-0.0f, 3.0f, cuda::row_reciprocal(3.0f))), 0x80) << "-0 keeps its sign";
+  for (float s : {0.0f, 0x1p-65f, 0x1p65f, INFINITY, NAN}) EXPECT_FALSE(cuda::row_fast_ok(s));
 }
 
 // int4_codes8: rne(q) from the low 16 bits of q + (1.5 * 2^23 + 1536), read as an fp16 1536 + n.

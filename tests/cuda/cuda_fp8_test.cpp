@@ -9,6 +9,7 @@
 #ifdef SVDQUANT_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -60,6 +61,22 @@ TEST_P(CudaFp8Activations, CodesAndRowScalesBitExact) {
     xp[2 * c.K + 3] = f32_to_half(c.dtype, std::numeric_limits<float>::infinity());
     for (int64_t k = 0; k < c.K; ++k) xp[c.K + k] = 0;
   }
+  // Rows at the ends of row_div.hpp's fast range (bf16, signed; each in its own 16-row tile, since
+  // a warp of 16 rows takes the __fdiv_rn path when any of its rows needs it): row 16 scaled by
+  // 2^-66 and row 32 by 2^76 (s_row outside [2^-64, 2^64]: __fdiv_rn), row 48 with every other
+  // value scaled by 2^-100 and the rest by 2^-40 (fast path, quotients far below e4m3's range).
+  const bool extremes = c.dtype == HalfKind::BF16 && !c.act_unsigned && c.M > 48;
+  if (extremes) {
+    auto scale_row = [&](int64_t m, int even_exp, int odd_exp) {
+      for (int64_t k = 0; k < c.K; ++k) {
+        uint16_t& v = xp[m * c.K + k];
+        v = f32_to_half(c.dtype, std::ldexp(half_to_f32(c.dtype, v), k % 2 == 0 ? even_exp : odd_exp));
+      }
+    };
+    scale_row(16, -66, -66);
+    scale_row(32, 76, 76);
+    scale_row(48, -100, -40);
+  }
   cudatest::ActKernelBuffers buf(w, x, true);
   const int64_t G = buf.G, Mpad = buf.Mpad, Rpad = buf.Rpad;
   const cuda::ActQuantParams& p = buf.p;
@@ -101,6 +118,17 @@ TEST_P(CudaFp8Activations, CodesAndRowScalesBitExact) {
   EXPECT_EQ(bad_scales, 0);
   EXPECT_EQ(bad_pad, 0) << "padding rows must hold zero codes and zero row scales";
   EXPECT_GT(nonzero_codes, c.M * c.K / 4) << "the codes are not trivially zero";
+  if (extremes) {
+    int64_t nz16 = 0, nz32 = 0;
+    for (int64_t k = 0; k < c.K; ++k) {
+      nz16 += q.codes.data_as<uint8_t>()[16 * c.K + k] != 0;
+      nz32 += q.codes.data_as<uint8_t>()[32 * c.K + k] != 0;
+    }
+    EXPECT_GT(nz16, c.K / 2) << "the 2^-66 row has ordinary codes";
+    EXPECT_GT(nz32, c.K / 2) << "the 2^76 row has ordinary codes";
+    EXPECT_LT(hs[16], 0x1p-64f);
+    EXPECT_GT(hs[32], 0x1p64f);
+  }
   if (special) {
     EXPECT_TRUE(std::isnan(hs[0]) && std::isnan(hs[2])) << "NaN and Inf rows get NaN scales";
     if (!c.act_unsigned) {
