@@ -80,9 +80,10 @@
 #include <atomic>
 
 #include "cuda_check.hpp"
+#include "pdl.hpp"
+#include "row_div.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
-#include "row_div.hpp"
 #include "smooth_div.hpp"
 
 namespace svdquant::cuda {
@@ -336,6 +337,8 @@ template <bool BF16, int RT, Mode MODE, bool UNS>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(const ActQuantParams p, const int chunk_groups) {
   using H = HalfOps<BF16>;
   constexpr int R = RT * 8;
+  pdl_wait();  // launched with PDL (pdl.hpp): no global access before the previous kernel is done
+  pdl_launch_dependents();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rt = warp % kRowTiles, gs = warp / kRowTiles;
@@ -708,7 +711,8 @@ void launch_kernel(const ActQuantParams& p, dim3 grid, int chunk_groups, cudaStr
           "cudaFuncSetAttribute(act_quant_kernel)");
     opted.fetch_or(bit, std::memory_order_release);
   }
-  act_quant_kernel<BF16, RT, MODE, UNS><<<grid, dim3(kWarps * 32), kRingBytes, stream>>>(p, chunk_groups);
+  launch_pdl(act_quant_kernel<BF16, RT, MODE, UNS>, grid, dim3(kWarps * 32), kRingBytes, stream,
+             "cudaLaunchKernelEx(act_quant_kernel)", p, chunk_groups);
 }
 
 template <bool BF16, Mode MODE, bool UNS>

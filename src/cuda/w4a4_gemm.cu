@@ -46,6 +46,7 @@
 #include <string>
 
 #include "cuda_check.hpp"
+#include "pdl.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
 #include "sm90_primitives.cuh"
@@ -583,6 +584,10 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   // No CTA multicasts into another's stages, or arrives on its barriers, before they exist.
   if constexpr (CS == 1) __syncthreads();
   else cluster_sync();
+  // Launched with PDL (pdl.hpp): the prologue above overlaps the previous kernel's tail; no
+  // global access before it is done.
+  pdl_wait();
+  pdl_launch_dependents();
 
   if (warp >= kConsumerThreads / 32) {
     // Producer warpgroup: gives registers away; its first thread feeds the stages, running ahead
@@ -673,17 +678,18 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
   walk.n_tiles = ceil_div(p.N, kRows);
   walk.n_groups = ceil_div(walk.n_tiles, int64_t(CS));
   walk.total = walk.n_groups * ceil_div(p.M, kTileM);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = CS;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
+  cudaLaunchAttribute attr[2];
+  attr[0] = pdl_attribute();
+  attr[1].id = cudaLaunchAttributeClusterDimension;
+  attr[1].val.clusterDim.x = CS;
+  attr[1].val.clusterDim.y = 1;
+  attr[1].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = kSmemBytes<SSW>;
   cfg.stream = stream;
   cfg.attrs = attr;
-  cfg.numAttrs = CS > 1 ? 1 : 0;
+  cfg.numAttrs = CS > 1 ? 2 : 1;
   cfg.gridDim = dim3(CS);  // for the occupancy query
   const int64_t clusters = std::min<int64_t>(walk.total, max_clusters<CS>(kernel, cfg, sm_count()));
   cfg.gridDim = dim3(unsigned(clusters * CS));

@@ -10,6 +10,7 @@
 // g8 + 8, same k), whose four e4m3 bytes are stored as one 4-byte word (k is a multiple of 4, so it
 // stays inside one 16-byte chunk of the swizzle).
 #include "cuda_check.hpp"
+#include "pdl.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
 #include "sm90_primitives.cuh"
@@ -24,6 +25,8 @@ __global__ void __launch_bounds__(kThreads) expand_weights_kernel(const uint4* _
   // the 4-byte scattered stores straight to global memory took 9.7 us, this 7.3; four tiles per
   // block, their loads in flight together, 8.1).
   __shared__ __align__(16) uint8_t tile_s[kCodeTileBytes];
+  pdl_wait();  // launched with PDL (pdl.hpp)
+  pdl_launch_dependents();
   const int64_t tile = blockIdx.x;  // nt * G + g
   const int f = threadIdx.x, wg = f / 128, tid = f % 128;
   const int row = 64 * wg + 16 * (tid / 32) + (tid % 32) / 4, t = tid % 4;
@@ -50,7 +53,8 @@ void launch_expand_weights(const uint8_t* wfrag, uint8_t* wexp, int64_t Nt, int6
   const int64_t tiles = Nt * G;
   if (tiles == 0) return;
   static_assert(kWeightTileBytes == kThreads * 16, "one fragment per thread");
-  expand_weights_kernel<<<dim3(unsigned(tiles)), dim3(kThreads), 0, stream>>>(reinterpret_cast<const uint4*>(wfrag), wexp);
+  launch_pdl(expand_weights_kernel, dim3(unsigned(tiles)), dim3(kThreads), 0, stream, "cudaLaunchKernelEx(expand_weights_kernel)",
+             reinterpret_cast<const uint4*>(wfrag), wexp);
   check_launch("expand_weights_kernel");
 }
 
