@@ -6,9 +6,9 @@
 // two T values are exact in float32, so this is §4.3's float32 sum in another order (allowed).
 //
 // fp8 activations (§5) need the amax of a whole row before any code: the same kernel in mode
-// FP8_AMAX computes xs, the low-rank sums and the rows' amax, folded into row_amax with an
-// integer atomicMax on the float bits (max is order-independent, so this is deterministic; NaN's
-// bits are above every finite value's and Inf's); a second launch in mode FP8_CODES recomputes xs
+// FP8_AMAX computes xs, the low-rank sums and the rows' amax, one partial maximum per (chunk,
+// group set) and row (float bits: NaN's are above every finite value's and Inf's); a second
+// launch in mode FP8_CODES takes their max (order-independent), recomputes xs
 // (x is L2-resident by then: pass 1 writes almost nothing), divides by s_row = amax / 448 (by the
 // row's reciprocal and one correction step, exactly the division: row_div.hpp) and writes the
 // e4m3 codes into the GEMM's tile layout and the row scales. (One pass would have to keep a whole
@@ -362,9 +362,24 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
   float s_row[2] = {0.0f, 0.0f}, r_row[2] = {0.0f, 0.0f};
   bool fp8_zero[2] = {true, true}, s_normal[2] = {true, true}, s_fast[2] = {true, true};
   if constexpr (MODE == Mode::FP8_CODES) {
+    // The row's amax: the max of pass 1's 2 x amax_chunks partials (float bits, NaN above Inf
+    // above every finite value), the 4 lanes of a row loading a quarter each, all at once.
+    const int64_t Mpad = int64_t(gridDim.x) * kBlockRows;
+    const int parts = 2 * p.amax_chunks;
+    uint32_t amax_bits[2] = {0u, 0u};
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const uint32_t bits = valid[r] ? p.row_amax[mrow[r]] : 0u;
+#pragma unroll
+      for (int i = 0; i < 2 * kMaxChunks / 4; ++i) {
+        const int j = t + 4 * i;
+        if (valid[r] && j < parts) amax_bits[r] = max(amax_bits[r], p.row_amax[int64_t(j) * Mpad + mrow[r]]);
+      }
+      amax_bits[r] = max(amax_bits[r], __shfl_xor_sync(0xFFFFFFFFu, amax_bits[r], 1));
+      amax_bits[r] = max(amax_bits[r], __shfl_xor_sync(0xFFFFFFFFu, amax_bits[r], 2));
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const uint32_t bits = valid[r] ? amax_bits[r] : 0u;
       const bool finite = bits < 0x7F800000u;
       s_row[r] = finite ? __fdiv_rn(__uint_as_float(bits), 448.0f) : __uint_as_float(0x7FC00000u);
       fp8_zero[r] = !valid[r] || !finite || s_row[r] == 0.0f;
@@ -603,12 +618,17 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
   }
 
   if constexpr (MODE == Mode::FP8_AMAX) {
+    // One partial maximum per (chunk, group set) and row, row_amax[(2 chunk + gs) Mpad + m]: plain
+    // stores, every slot rewritten by every call (a warp without groups writes 0, padding rows 0),
+    // so nothing needs clearing before the call (v10: the memset before pass 1 was a launch of its
+    // own and broke the PDL chain); pass 2 takes the max of the partials.
+    const int64_t Mpad = int64_t(gridDim.x) * kBlockRows;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       uint32_t m = row_amax16[r];
       m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));
       m = max(m, __shfl_xor_sync(0xFFFFFFFFu, m, 2));
-      if (t == 0 && valid[r]) atomicMax(&p.row_amax[mrow[r]], __float_as_uint(H::to_f32(m)));
+      if (t == 0) p.row_amax[int64_t(2 * chunk + gs) * Mpad + mrow[r]] = valid[r] ? __float_as_uint(H::to_f32(m)) : 0u;
     }
   }
 
@@ -740,10 +760,11 @@ void launch_mode(const ActQuantParams& p, cudaStream_t stream) {
 template <bool BF16, bool UNS>
 void launch_typed(const ActQuantParams& p, cudaStream_t stream) {
   if (!p.fp8) return launch_mode<BF16, Mode::INT4, UNS>(p, stream);
-  const int64_t Mpad = round_up(p.M, kTileM);
-  check(cudaMemsetAsync(p.row_amax, 0, size_t(Mpad) * sizeof(unsigned), stream), "cudaMemsetAsync(row_amax)");
-  launch_mode<BF16, Mode::FP8_AMAX, UNS>(p, stream);
-  launch_mode<BF16, Mode::FP8_CODES, UNS>(p, stream);
+  // Pass 2 reads pass 1's partial maxima: pass 1's chunk count (its chunking, as launch_mode's).
+  ActQuantParams q = p;
+  q.amax_chunks = chunking(round_up(p.M, kTileM), p.K, p.Rpad == 0 ? kWaveBlocksR0 : kWaveBlocks).chunks;
+  launch_mode<BF16, Mode::FP8_AMAX, UNS>(q, stream);
+  launch_mode<BF16, Mode::FP8_CODES, UNS>(q, stream);
 }
 
 }  // namespace
@@ -760,6 +781,8 @@ int64_t act_quant_lpart_floats(int64_t Mpad, int64_t K, int Rpad) {
 }
 
 int64_t act_quant_tickets(int64_t Mpad) { return round_up(Mpad, kTileM) / kBlockRows; }
+
+int64_t act_quant_amax_words(int64_t Mpad) { return 2 * kMaxChunks * round_up(Mpad, kTileM); }
 
 void launch_act_quant(const ActQuantParams& p, cudaStream_t stream) {
   if (p.M == 0) return;

@@ -16,7 +16,7 @@ void ActWorkspace::allocate(int64_t rows, int64_t K, int Rpad, bool fp8) {
   tickets.resize(size_t(act_quant_tickets(Mpad)) * 4);
   check(cudaMemset(tickets.get(), 0, tickets.size()), "cudaMemset(tickets)");
   if (fp8) {
-    row_amax.resize(size_t(Mpad) * 4);
+    row_amax.resize(size_t(act_quant_amax_words(Mpad)) * 4);
     row_scale.resize(size_t(Mpad) * 4);
   } else {
     row_amax = DeviceBuffer();

@@ -31,11 +31,13 @@ struct ActQuantParams {
   bool act_unsigned = false;
   bool scale_f32 = false;
   HalfType dtype = HalfType::BF16;
-  // fp8 activations (§5): row_amax [Mpad] (float bits; the launcher clears it) and row_scale
-  // [Mpad] float32 s_row (0 for padding rows); codes as above, ascale unused.
+  // fp8 activations (§5): row_amax [act_quant_amax_words(Mpad)] (pass 1's partial maxima as
+  // float bits; scratch, no initial contents needed) and row_scale [Mpad] float32 s_row (0 for
+  // padding rows); codes as above, ascale unused.
   bool fp8 = false;
   unsigned* row_amax = nullptr;
   float* row_scale = nullptr;
+  int amax_chunks = 0;  // set by launch_act_quant: pass 1's chunk count
 };
 void launch_act_quant(const ActQuantParams& p, cudaStream_t stream);
 // How the activation kernel splits K for Mpad (padded) rows: chunks of `groups` groups of 64, one
@@ -49,6 +51,7 @@ ActChunking act_quant_chunking(int64_t Mpad, int64_t K);
 // number of ticket counters.
 int64_t act_quant_lpart_floats(int64_t Mpad, int64_t K, int Rpad);
 int64_t act_quant_tickets(int64_t Mpad);
+int64_t act_quant_amax_words(int64_t Mpad);  // words of row_amax for up to Mpad rows (fp8)
 
 // How the GEMM combines the exact group sums: NUMERICS.md §4.1, §4.2, or §5 (fp8 activations:
 // one-sided group scales, float32 row scales applied in the epilogue).

@@ -67,7 +67,7 @@ struct ActKernelBuffers {
     ok(cudaMemset(lact.get(), 0xFF, lact.size()));
     if (fp8) {
       ok(cudaMemset(row_scale.get(), 0xFF, row_scale.size()));
-      ok(cudaMemset(row_amax.get(), 0x55, row_amax.size()));  // the launcher must clear it
+      ok(cudaMemset(row_amax.get(), 0x55, row_amax.size()));  // scratch: the kernel must not depend on its contents
     }
     ws.fill(p);
     p.x = dx.as<uint16_t>();
