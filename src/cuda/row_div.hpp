@@ -28,21 +28,17 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define SVDQUANT_RD_HD __host__ __device__
-#else
-#define SVDQUANT_RD_HD
-#endif
+#include "host_device.hpp"
 
 namespace svdquant::cuda {
 
 inline constexpr float kRowFastMin = 0x1p-64f;  // the s_row range of the fast quotient
 inline constexpr float kRowFastMax = 0x1p64f;
 
-SVDQUANT_RD_HD inline bool row_fast_ok(float s) { return s >= kRowFastMin && s <= kRowFastMax; }  // false for NaN
+SVDQUANT_HD inline bool row_fast_ok(float s) { return s >= kRowFastMin && s <= kRowFastMax; }  // false for NaN
 
 // The row's reciprocal RN(1/s).
-SVDQUANT_RD_HD inline float row_reciprocal(float s) {
+SVDQUANT_HD inline float row_reciprocal(float s) {
 #if defined(__CUDA_ARCH__)
   return __frcp_rn(s);
 #else
@@ -51,7 +47,7 @@ SVDQUANT_RD_HD inline float row_reciprocal(float s) {
 }
 
 // x / s for row_fast_ok(s), r = row_reciprocal(s); every rounding spelled out on both sides.
-SVDQUANT_RD_HD inline float row_quotient(float x, float s, float r) {
+SVDQUANT_HD inline float row_quotient(float x, float s, float r) {
 #if defined(__CUDA_ARCH__)
   const float q0 = __fmul_rn(x, r);
   const float q = __fmaf_rn(__fmaf_rn(-q0, s, x), r, q0);

@@ -32,11 +32,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define SVDQUANT_HD __host__ __device__
-#else
-#define SVDQUANT_HD
-#endif
+#include "host_device.hpp"
 
 namespace svdquant::cuda {
 

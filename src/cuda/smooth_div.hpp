@@ -28,17 +28,13 @@
 // Checked exhaustively (the host formula, all finite non-zero T pairs with a of both signs, both
 // dtypes: 3.25e9 fast cases, no mismatch against the float32 division; the ctest runs a sample).
 // The argument needs both operands to be T values: the fp8 division by the float32 s_row (§5)
-// does not qualify and stays __fdiv_rn.
+// does not qualify; it has its own exact form (row_div.hpp).
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <limits>
 
-#if defined(__CUDACC__)
-#define SVDQUANT_SD_HD __host__ __device__
-#else
-#define SVDQUANT_SD_HD
-#endif
+#include "host_device.hpp"
 
 namespace svdquant::cuda {
 
@@ -60,7 +56,7 @@ inline SmoothRcp smooth_reciprocal(float b) {
 
 // The fast quotient and whether it may be used (host and device; no contraction on either side:
 // the device form spells every rounding).
-SVDQUANT_SD_HD inline float smooth_quotient(float a, SmoothRcp r) {
+SVDQUANT_HD inline float smooth_quotient(float a, SmoothRcp r) {
 #if defined(__CUDA_ARCH__)
   return __fmaf_rn(a, r.hi, __fmul_rn(a, r.lo));
 #else
@@ -68,7 +64,7 @@ SVDQUANT_SD_HD inline float smooth_quotient(float a, SmoothRcp r) {
   return std::fma(a, r.hi, c);
 #endif
 }
-SVDQUANT_SD_HD inline bool smooth_quotient_ok(float q) {
+SVDQUANT_HD inline bool smooth_quotient_ok(float q) {
 #if defined(__CUDA_ARCH__)
   const float aq = fabsf(q);
 #else
