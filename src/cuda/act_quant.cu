@@ -735,11 +735,18 @@ void launch_kernel(const ActQuantParams& p, dim3 grid, int chunk_groups, cudaStr
              "cudaLaunchKernelEx(act_quant_kernel)", p, chunk_groups);
 }
 
+// The chunking of a launch in mode MODE (the kernels without low-rank sums fill a wave of 3
+// blocks per SM).
+template <Mode MODE>
+ActChunking mode_chunking(const ActQuantParams& p) {
+  const bool r0 = MODE == Mode::FP8_CODES || p.Rpad == 0;
+  return chunking(round_up(p.M, kTileM), p.K, r0 ? kWaveBlocksR0 : kWaveBlocks);
+}
+
 template <bool BF16, Mode MODE, bool UNS>
 void launch_mode(const ActQuantParams& p, cudaStream_t stream) {
   const int64_t Mpad = round_up(p.M, kTileM);
-  const bool r0 = MODE == Mode::FP8_CODES || p.Rpad == 0;
-  const ActChunking ch = chunking(Mpad, p.K, r0 ? kWaveBlocksR0 : kWaveBlocks);
+  const ActChunking ch = mode_chunking<MODE>(p);
   const dim3 grid(unsigned(Mpad / kBlockRows), unsigned(ch.chunks));
   if constexpr (MODE == Mode::FP8_CODES) {
     launch_kernel<BF16, 0, MODE, UNS>(p, grid, ch.groups, stream);
@@ -760,9 +767,8 @@ void launch_mode(const ActQuantParams& p, cudaStream_t stream) {
 template <bool BF16, bool UNS>
 void launch_typed(const ActQuantParams& p, cudaStream_t stream) {
   if (!p.fp8) return launch_mode<BF16, Mode::INT4, UNS>(p, stream);
-  // Pass 2 reads pass 1's partial maxima: pass 1's chunk count (its chunking, as launch_mode's).
   ActQuantParams q = p;
-  q.amax_chunks = chunking(round_up(p.M, kTileM), p.K, p.Rpad == 0 ? kWaveBlocksR0 : kWaveBlocks).chunks;
+  q.amax_chunks = mode_chunking<Mode::FP8_AMAX>(p).chunks;  // pass 2 reads pass 1's partial maxima
   launch_mode<BF16, Mode::FP8_AMAX, UNS>(q, stream);
   launch_mode<BF16, Mode::FP8_CODES, UNS>(q, stream);
 }
