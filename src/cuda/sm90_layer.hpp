@@ -39,13 +39,18 @@ class Sm90Layer final : public PreparedLayer {
   // bytes, weight_scratch.hpp) and the GEMM reads them from shared memory (v9: fp8 GEMM 142 ->
   // 116 us at M = 4608, K = N = 3072, docs/perf-notes.md). AUTO: EXPANDED from kExpandMinRows
   // rows up, where the expansion pays for itself. Inside a CUDA-graph capture and with clusters
-  // the GEMM always takes the register path. Every path gives bitwise the same output.
+  // the GEMM always takes the register path. Every path gives bitwise the same output. With
+  // fp32 or fp8 accumulation and no pinned cluster, a GEMM of few output tiles is split along K
+  // (GemmParams::splits): the same group sums added in another association (NUMERICS.md §4.1, §5
+  // allow it), still deterministic.
   enum class WeightPath { AUTO, REGISTERS, EXPANDED };
   static constexpr int64_t kExpandMinRows = 2048;
   void set_weight_path(WeightPath path) { weight_path_ = path; }
 
  private:
   void ensure_workspace(int64_t M, bool capturing) const;  // called with order_.mutex() held
+  int gemm_splits_for(int64_t M) const;                    // GemmParams::splits of a call of M rows
+  size_t split_ws_bytes(int64_t Mpad) const;               // split-K partial sums of calls up to Mpad rows
 
   int device_ = 0;
   int64_t Rpad_ = 0;
@@ -53,10 +58,13 @@ class Sm90Layer final : public PreparedLayer {
   int cluster_ = 0;
   WeightPath weight_path_ = WeightPath::AUTO;
   DeviceBuffer wfrag_, wscale_, smooth_, smooth_rcp_, pdfrag_, proj_up_, wcscales_, bias_;
+  int sms_ = 0;                 // SMs of the device (gemm_splits)
+  DeviceBuffer split_tickets_;  // GemmParams::split_tickets, 2 x SMs, zero between calls
 
   // Workspace (grows with M, reused across calls), then the call ordering: declared last, so its
   // destructor waits for the last call's work before any buffer is freed.
   mutable ActWorkspace ws_;
+  mutable DeviceBuffer split_ws_;  // GemmParams::split_ws, grown with ws_
   mutable CallOrder order_;
 };
 

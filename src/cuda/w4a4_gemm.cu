@@ -23,7 +23,11 @@
 // L2); the producer runs ahead into the next tile while the consumers finish the epilogue of the
 // current one, so the pipeline never drains between tiles. Optionally in clusters of 2 or 4 CTAs
 // that take adjacent column tiles and multicast each code tile (GemmParams::cluster; v8 measured
-// them slower, docs/perf-notes.md).
+// them slower, docs/perf-notes.md). Where the output tiles fill few SMs (small M), split-K
+// (GemmParams::splits, fp32 and fp8 accumulation, int4 fragments, its own instantiation): each
+// tile's groups are split into S ranges computed by different CTAs, whose float32 accumulators
+// the tile's last CTA adds in split order before the epilogue (deterministic; v11: M = 256,
+// K = 12288 fp8 layer 93.5 -> 64.7 us).
 //
 // Warp roles: warps 0 .. 7 are the two consumer warpgroups; the last warpgroup is the producer,
 // whose first thread fills a ring of shared-memory stages with 1-D bulk copies, completing on
@@ -43,6 +47,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <stdexcept>
 #include <string>
 
 #include "cuda_check.hpp"
@@ -86,10 +91,11 @@ constexpr int kOutStride = kRows + 8;  // T elements per staged output row
 constexpr size_t kLoraBytes = size_t(2) * kTileM * kMaxRank * 2;  // l_hi + l_lo, bf16
 constexpr size_t kOutBytes = size_t(kTileM) * kOutStride * 2;
 constexpr size_t kEpiBytes = kLoraBytes > kOutBytes ? kLoraBytes : kOutBytes;
-// 1024 bytes for aligning the dynamic shared memory, 1024 for the barriers.
+// 1024 bytes for aligning the dynamic shared memory, 1024 for the barriers and the split flag.
 template <bool SSW> constexpr int kStages = int((kSmemLimit - kEpiBytes - 2048) / sizeof(Stage<SSW>));
 template <bool SSW>
-constexpr size_t kSmemBytes = 1024 + kStages<SSW> * sizeof(Stage<SSW>) + kEpiBytes + 2 * kStages<SSW> * sizeof(uint64_t);
+constexpr size_t kSmemBytes =
+    1024 + kStages<SSW> * sizeof(Stage<SSW>) + kEpiBytes + 2 * kStages<SSW> * sizeof(uint64_t) + 16;
 static_assert(sizeof(Stage<false>) % 1024 == 0 && sizeof(Stage<true>) % 1024 == 0 && kEpiBytes % 128 == 0 &&
               kSmemBytes<false> <= kSmemLimit && kSmemBytes<true> <= kSmemLimit);
 
@@ -109,17 +115,27 @@ struct Slot {
 // tiles) pairs, n fastest (the clusters in flight share their code tiles in L2); rank r of a
 // cluster takes column tile CS * group + r. Where the column tiles do not fill the last group,
 // its surplus ranks compute a copy of the last column tile (the others need their share of the
-// multicast code tiles) and store nothing.
+// multicast code tiles) and store nothing. With split-K (GemmParams::splits, CS = 1) each pair is
+// `splits` consecutive items, split s taking groups [s * split_groups, (s + 1) * split_groups).
 template <int CS>
 struct TileWalk {
-  int64_t n_tiles = 0, n_groups = 0, total = 0;  // column tiles, groups of CS of them, pairs
+  int64_t n_tiles = 0, n_groups = 0, total = 0;  // column tiles, groups of CS of them, items
+  int64_t splits = 1, split_groups = 0;          // split_groups: even (whole stages), G without split
   struct Tile {
     int64_t ct, mt;
     bool store;
+    int64_t g0, groups;  // this item's first group and group count
   };
-  __device__ Tile at(int64_t i, uint32_t rank) const {
-    const int64_t ct = (i % n_groups) * CS + rank;
-    return {ct < n_tiles ? ct : n_tiles - 1, i / n_groups, ct < n_tiles};
+  // 32-bit divisions (items < 2^31, checked by the launcher): 64-bit ones are calls, whose
+  // register convention cost the consumers spills.
+  template <bool SPLIT>
+  __device__ Tile at(int64_t i, uint32_t rank, int64_t G) const {
+    const uint32_t ii = uint32_t(i), ns = SPLIT ? uint32_t(splits) : 1u, ng = uint32_t(n_groups);
+    const uint32_t q = ii / ns, sp = ii - q * ns;
+    const uint32_t mt = q / ng, ct = (q - mt * ng) * CS + rank;
+    const int64_t g0 = int64_t(sp) * split_groups;
+    return {ct < n_tiles ? int64_t(ct) : n_tiles - 1, int64_t(mt), ct < n_tiles, g0,
+            G - g0 < split_groups ? G - g0 : split_groups};
   }
   // This cluster's first pair and the stride (one cluster per CTA when CS = 1).
   __device__ static int64_t first() { return CS == 1 ? blockIdx.x : cluster_index(); }
@@ -159,9 +175,9 @@ template <> struct Half<false> {
 // memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers). Real calls
 // use SKIP = 0: no instruction but a wgmma then writes the partial-sum registers, so ptxas keeps
 // the wgmmas asynchronous.
-template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW>
+template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW, bool SPLIT>
 __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages, uint64_t* full, uint64_t* empty, uint8_t* epi,
-                                        const TileWalk<CS>& walk) {
+                                        uint32_t* split_flag, const TileWalk<CS>& walk) {
   using StageT = Stage<SSW>;
   using SlotT = Slot<SSW>;
   using H = Half<BF16>;
@@ -321,8 +337,8 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
   SlotT slot;  // the stage of the next group pair (the producer walks the ring the same way)
   const uint32_t rank = TileWalk<CS>::rank();
   for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
-    const auto tl = walk.at(i, rank);
-    const int64_t ct = tl.ct, mt = tl.mt;
+    const auto tl = walk.template at<SPLIT>(i, rank, G);
+    const int64_t ct = tl.ct, mt = tl.mt, Gi = tl.groups;  // Gi: the groups of this item
     if constexpr (HALF_ACC) {
 #pragma unroll
       for (int i = 0; i < 32; ++i) hacc[i] = H::zero2();
@@ -341,7 +357,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     issue(part0, expand(wraw(*s, 0)), c.s, 0);
     uint4 w1 = wraw(*s, 1);  // read also where K / 64 is odd (then unused)
     int64_t g = 0;
-    for (; g + 2 < G; g += 2) {  // on entry group g (h = 0 of stage c) is in flight in part0
+    for (; g + 2 < Gi; g += 2) {  // on entry group g (h = 0 of stage c) is in flight in part0
       issue(part1, expand(w1), c.s, 1);
       SlotT n = c;
       n.next();
@@ -360,7 +376,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
       c = n;
       s = sn;
     }
-    if (g + 1 < G) {  // groups g and g + 1 left, both in stage c
+    if (g + 1 < Gi) {  // groups g and g + 1 left, both in stage c
       issue(part1, expand(w1), c.s, 1);
       const Scales sc0 = load_scales(*s, 0);
       wgmma_wait<1>();
@@ -376,6 +392,45 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     release(c);
     slot = c;
     slot.next();
+
+    // Split-K: this item's accumulators go to split_ws ([tile][split][16][256] float4, coalesced);
+    // the tile's last item to finish (integer ticket) adds every split's in split order (its own
+    // read back too: the same order whichever CTA is last) and runs the epilogue; the others are
+    // done with the tile. The CUDA threadFenceReduction pattern: stores, fence, ticket.
+    if constexpr (SPLIT) {  // FP32 / FP8, CS = 1, int4 fragments (launch_cluster)
+      {
+        const int64_t tile = mt * walk.n_tiles + ct, sp = tl.g0 / walk.split_groups;
+        float4* ws = reinterpret_cast<float4*>(p.split_ws) + (tile * walk.splits + sp) * 16 * kConsumerThreads + threadIdx.x;
+#pragma unroll
+        for (int v = 0; v < 16; ++v)
+          __stcg(ws + v * kConsumerThreads, make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]));
+        __threadfence();
+        named_barrier(1, kConsumerThreads);
+        if (threadIdx.x == 0) {
+          const bool last = atomicAdd(&p.split_tickets[tile], 1u) == unsigned(walk.splits - 1);
+          if (last) p.split_tickets[tile] = 0u;  // every split of the tile has taken its ticket
+          *split_flag = last ? 1u : 0u;
+        }
+        named_barrier(1, kConsumerThreads);
+        if (*split_flag == 0u) continue;  // uniform over the consumers
+        __threadfence();
+        const float4* src = reinterpret_cast<const float4*>(p.split_ws) + tile * walk.splits * 16 * kConsumerThreads + threadIdx.x;
+        for (int64_t q = 0; q < walk.splits; ++q) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {  // 8 loads in flight at a time (registers)
+            float4 v4[8];
+#pragma unroll
+            for (int v = 0; v < 8; ++v) v4[v] = __ldcg(src + (q * 16 + 8 * h + v) * kConsumerThreads);
+#pragma unroll
+            for (int v = 0; v < 8; ++v) {
+              float* a = &acc[4 * (8 * h + v)];
+              if (q == 0) a[0] = v4[v].x, a[1] = v4[v].y, a[2] = v4[v].z, a[3] = v4[v].w;
+              else a[0] += v4[v].x, a[1] += v4[v].y, a[2] += v4[v].z, a[3] += v4[v].w;
+            }
+          }
+        }
+      }
+    }
 
     // Epilogue. part0 := u = lora_act · proj_upᵀ on the tensor cores (v5; on the CUDA cores it
     // cost ~20% of the GEMM), one m64 block at a time: bf16 wgmma m64n128k16, A = proj_up rows
@@ -554,7 +609,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
 }
 
 
-template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW>
+template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW, bool SPLIT>
 __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams p, const TileWalk<CS> walk) {
   constexpr int kS = kStages<SSW>;
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -563,6 +618,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   uint8_t* epi = smem + kS * sizeof(Stage<SSW>);
   uint64_t* full = reinterpret_cast<uint64_t*>(epi + kEpiBytes);
   uint64_t* empty = full + kS;
+  uint32_t* split_flag = reinterpret_cast<uint32_t*>(empty + kS);  // the consumers' split-K broadcast
 
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -609,10 +665,10 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
       Slot<SSW> slot;
       bool first_pass = true;
       for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
-        const auto tl = walk.at(i, rank);
-        const int64_t ct = tl.ct, mt = tl.mt;
-        for (int64_t g = 0; g < G; g += kStageGroups) {
-          const uint32_t ng = G - g < kStageGroups ? uint32_t(G - g) : uint32_t(kStageGroups);  // groups in this stage
+        const auto tl = walk.template at<SPLIT>(i, rank, G);
+        const int64_t ct = tl.ct, mt = tl.mt, g_end = tl.g0 + tl.groups;
+        for (int64_t g = tl.g0; g < g_end; g += kStageGroups) {
+          const uint32_t ng = g_end - g < kStageGroups ? uint32_t(g_end - g) : uint32_t(kStageGroups);  // groups in this stage
           if (!first_pass) mbar_wait(&empty[slot.s], slot.phase ^ 1u);
           Stage<SSW>& st = stages[slot.s];
           const bool refill = !(SKIP & 4) || first_pass;  // profiling: filled once, then re-armed
@@ -638,10 +694,15 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
     }
   } else {
     setmaxnreg_inc<kConsumerRegs>();
-    consume<BF16, MODE, SKIP, CS, SSW>(p, stages, full, empty, epi, walk);
+    consume<BF16, MODE, SKIP, CS, SSW, SPLIT>(p, stages, full, empty, epi, split_flag, walk);
   }
   // No CTA leaves while a peer may still arrive on its barriers.
   if constexpr (CS > 1) cluster_sync();
+}
+
+// Groups per split: whole stages (an even count), and no split left empty.
+int64_t split_groups(int64_t G, int splits) {
+  return splits <= 1 ? G : round_up(ceil_div(G, int64_t(splits)), int64_t(kStageGroups));
 }
 
 int sm_count() {
@@ -669,15 +730,18 @@ int max_clusters(Kernel kernel, const cudaLaunchConfig_t& cfg, int sms) {
   }
 }
 
-template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW = false>
+template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW = false, bool SPLIT = false>
 void launch_typed(const GemmParams& p, cudaStream_t stream) {
-  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, CS, SSW>;
+  auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, CS, SSW, SPLIT>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes<SSW>)),
         "cudaFuncSetAttribute(w4a4_gemm_kernel)");
   TileWalk<CS> walk;
   walk.n_tiles = ceil_div(p.N, kRows);
   walk.n_groups = ceil_div(walk.n_tiles, int64_t(CS));
-  walk.total = walk.n_groups * ceil_div(p.M, kTileM);
+  walk.splits = SPLIT ? p.splits : 1;
+  walk.split_groups = split_groups(p.K / kGroup, p.splits);
+  walk.total = walk.n_groups * ceil_div(p.M, kTileM) * walk.splits;
+  if (walk.total >= (int64_t(1) << 31)) throw UnsupportedError("cuda-sm90: GEMM of more than 2^31 tiles");
   cudaLaunchAttribute attr[2];
   attr[0] = pdl_attribute();
   attr[1].id = cudaLaunchAttributeClusterDimension;
@@ -708,7 +772,11 @@ void launch_cluster(const GemmParams& p, cudaStream_t stream) {
   }
   switch (p.cluster) {
     case 0:
-    case 1: return launch_typed<BF16, MODE, SKIP, 1>(p, stream);
+    case 1:
+      // Split-K: its own instantiation (the non-split kernels keep their registers, v11).
+      if constexpr (SKIP == 0 && MODE != GemmMode::HALF)
+        if (p.splits > 1) return launch_typed<BF16, MODE, SKIP, 1, false, true>(p, stream);
+      return launch_typed<BF16, MODE, SKIP, 1>(p, stream);
     case 2: return launch_typed<BF16, MODE, SKIP, 2>(p, stream);
     case 4:
       if constexpr (SKIP == 0) return launch_typed<BF16, MODE, SKIP, 4>(p, stream);  // compile time: real calls only
@@ -731,8 +799,42 @@ void launch_profile(const GemmParams& p, cudaStream_t stream) {
 
 }  // namespace
 
+int64_t gemm_split_tiles(int64_t M, int64_t N) { return ceil_div(M, int64_t(kTileM)) * ceil_div(N, int64_t(kRows)); }
+
+int64_t gemm_split_ws_floats(int64_t M, int64_t N, int splits) {
+  return splits <= 1 ? 0 : gemm_split_tiles(M, N) * splits * 64 * kConsumerThreads;
+}
+
+// The persistent CTAs take ceil(items / SMs) rounds of G / S groups each, and an item of a split
+// costs about 16 groups more (its partial sums' round trip through L2, the ticket, the last
+// item's reads: fitted to run 5 of perf-notes v11, where S = 2 at 192 tiles of 48 groups lost
+// 8 us). Splits exist only for at most two waves of tiles and at least 4 groups per split.
+int gemm_splits(int64_t M, int64_t N, int64_t K, int sms) {
+  const int64_t tiles = gemm_split_tiles(M, N), G = K / kGroup;
+  if (sms <= 0 || tiles > 2 * int64_t(sms)) return 1;
+  int best = 1;
+  int64_t best_cost = ceil_div(tiles, int64_t(sms)) * G;
+  for (int s = 2; s <= 4; ++s) {
+    const int64_t sg = split_groups(G, s);
+    if (sg < 4 || (s - 1) * sg >= G) break;
+    const int64_t cost = ceil_div(tiles * s, int64_t(sms)) * (sg + 16);
+    if (cost < best_cost) best = s, best_cost = cost;
+  }
+  return best;
+}
+
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
   if (p.M == 0) return;
+  if (p.splits > 1) {
+    const int64_t G = p.K / kGroup;
+    if (p.mode == GemmMode::HALF || p.cluster > 1 || p.wexp != nullptr || p.profile_skip != 0)
+      throw UnsupportedError("cuda-sm90: split-K GEMM exists for fp32 and fp8 accumulation on the register path only");
+    if (p.split_ws == nullptr || p.split_tickets == nullptr)
+      throw std::invalid_argument("cuda-sm90: split-K GEMM without its workspace");
+    if (p.splits > 4 || (p.splits - 1) * split_groups(G, p.splits) >= G)
+      throw std::invalid_argument("cuda-sm90: split-K GEMM: " + std::to_string(p.splits) + " splits of " +
+                                  std::to_string(G) + " groups leave one empty");
+  }
   if (p.profile_skip != 0) {  // profiling variants: bf16, fp32 or fp8 mode
     if (p.dtype != HalfType::BF16 || p.mode == GemmMode::HALF)
       throw UnsupportedError("cuda-sm90: GEMM profiling variants exist for bf16 in fp32 and fp8 mode only");

@@ -137,6 +137,26 @@ INSTANTIATE_TEST_SUITE_P(
                       LayerCase{4609, 136, 128, 8, HalfKind::FP16, true, Accumulate::HALF}),
     case_name);
 
+// Split-K (small M, fp32 and fp8 accumulation, the layer's own cluster choice): the splits'
+// partial sums are added in split order, so two calls give bitwise the same output, and the
+// result is the unsplit one (a pinned cluster of 1 never splits) up to float32 rounding of the
+// group sums.
+TEST(CudaLayerSplitK, DeterministicAndCloseToUnsplit) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  const cudatest::LayerSpec s{384, 3072, 32, HalfKind::BF16, false};
+  ASSERT_GT(cuda::gemm_splits(256, s.N, s.K, 132), 1);  // the case below does split
+  const LayerWeights w = cudatest::random_layer(s, 777);
+  const Tensor x = cudatest::random_input(256, s.K, s.dtype, false, 778);
+  for (const Activations act : {Activations::CHECKPOINT, Activations::FP8}) {
+    const Tensor a = gpu_forward(w, x, Accumulate::FP32, 0, act), b = gpu_forward(w, x, Accumulate::FP32, 0, act);
+    EXPECT_EQ(cudatest::compare_ulp(a, b, s.dtype).differing, 0) << "split-K is not deterministic";
+    const Tensor u = gpu_forward(w, x, Accumulate::FP32, 1, act);
+    const auto st = cudatest::compare_ulp(a, u, s.dtype, cudatest::fp32_sum_tolerance(u, s.K));
+    EXPECT_EQ(st.beyond_tolerance, 0) << "split and unsplit differ beyond float32 rounding";
+    EXPECT_LT(cudatest::rel_l2(a, u), 1e-4);
+  }
+}
+
 // §4.2: with no low-rank branch, bias or wcscales the output is T(f32(acc)) = acc, so the GEMM's
 // group accumulation in T is compared bit for bit.
 class CudaHalfBitwise : public ::testing::TestWithParam<std::tuple<HalfKind, bool>> {};
