@@ -27,7 +27,7 @@
 // (GemmParams::splits, fp32 and fp8 accumulation, int4 fragments, its own instantiation): each
 // tile's groups are split into S ranges computed by different CTAs, whose float32 accumulators
 // the tile's last CTA adds in split order before the epilogue (deterministic; v11: M = 256,
-// K = 12288 fp8 layer 93.5 -> 64.7 us).
+// K = 12288 fp8 layer 93.5 -> 64.9 us, docs/perf-notes.md v11.2).
 //
 // Warp roles: warps 0 .. 7 are the two consumer warpgroups; the last warpgroup is the producer,
 // whose first thread fills a ring of shared-memory stages with 1-D bulk copies, completing on
@@ -398,7 +398,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     // read back too: the same order whichever CTA is last) and runs the epilogue; the others are
     // done with the tile. The CUDA threadFenceReduction pattern: stores, fence, ticket.
     if constexpr (SPLIT) {  // FP32 / FP8, CS = 1, int4 fragments (launch_cluster)
-      {
+      {  // (a scope of its own: the names below end here)
         const int64_t tile = mt * walk.n_tiles + ct, sp = tl.g0 / walk.split_groups;
         float4* ws = reinterpret_cast<float4*>(p.split_ws) + (tile * walk.splits + sp) * 16 * kConsumerThreads + threadIdx.x;
 #pragma unroll
@@ -739,7 +739,7 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
   walk.n_tiles = ceil_div(p.N, kRows);
   walk.n_groups = ceil_div(walk.n_tiles, int64_t(CS));
   walk.splits = SPLIT ? p.splits : 1;
-  walk.split_groups = split_groups(p.K / kGroup, p.splits);
+  walk.split_groups = split_groups(p.K / kGroup, int(walk.splits));
   walk.total = walk.n_groups * ceil_div(p.M, kTileM) * walk.splits;
   if (walk.total >= (int64_t(1) << 31)) throw UnsupportedError("cuda-sm90: GEMM of more than 2^31 tiles");
   cudaLaunchAttribute attr[2];
