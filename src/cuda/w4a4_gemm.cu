@@ -124,7 +124,7 @@ struct TileWalk {
   struct Tile {
     int64_t ct, mt;
     bool store;
-    int64_t g0, groups;  // this item's first group and group count
+    int64_t split, groups;  // this item's split and its group count (from group split * split_groups)
   };
   // 32-bit divisions (items < 2^31, checked by the launcher): 64-bit ones are calls, whose
   // register convention cost the consumers spills.
@@ -134,7 +134,7 @@ struct TileWalk {
     const uint32_t q = ii / ns, sp = ii - q * ns;
     const uint32_t mt = q / ng, ct = (q - mt * ng) * CS + rank;
     const int64_t g0 = int64_t(sp) * split_groups;
-    return {ct < n_tiles ? int64_t(ct) : n_tiles - 1, int64_t(mt), ct < n_tiles, g0,
+    return {ct < n_tiles ? int64_t(ct) : n_tiles - 1, int64_t(mt), ct < n_tiles, int64_t(sp),
             G - g0 < split_groups ? G - g0 : split_groups};
   }
   // This cluster's first pair and the stride (one cluster per CTA when CS = 1).
@@ -398,35 +398,33 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     // read back too: the same order whichever CTA is last) and runs the epilogue; the others are
     // done with the tile. The CUDA threadFenceReduction pattern: stores, fence, ticket.
     if constexpr (SPLIT) {  // FP32 / FP8, CS = 1, int4 fragments (launch_cluster)
-      {  // (a scope of its own: the names below end here)
-        const int64_t tile = mt * walk.n_tiles + ct, sp = tl.g0 / walk.split_groups;
-        float4* ws = reinterpret_cast<float4*>(p.split_ws) + (tile * walk.splits + sp) * 16 * kConsumerThreads + threadIdx.x;
+      const int64_t tile = mt * walk.n_tiles + ct, sp = tl.split;
+      float4* ws = reinterpret_cast<float4*>(p.split_ws) + (tile * walk.splits + sp) * 16 * kConsumerThreads + threadIdx.x;
 #pragma unroll
-        for (int v = 0; v < 16; ++v)
-          __stcg(ws + v * kConsumerThreads, make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]));
-        __threadfence();
-        named_barrier(1, kConsumerThreads);
-        if (threadIdx.x == 0) {
-          const bool last = atomicAdd(&p.split_tickets[tile], 1u) == unsigned(walk.splits - 1);
-          if (last) p.split_tickets[tile] = 0u;  // every split of the tile has taken its ticket
-          *split_flag = last ? 1u : 0u;
-        }
-        named_barrier(1, kConsumerThreads);
-        if (*split_flag == 0u) continue;  // uniform over the consumers
-        __threadfence();
-        const float4* src = reinterpret_cast<const float4*>(p.split_ws) + tile * walk.splits * 16 * kConsumerThreads + threadIdx.x;
-        for (int64_t q = 0; q < walk.splits; ++q) {
+      for (int v = 0; v < 16; ++v)
+        __stcg(ws + v * kConsumerThreads, make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]));
+      __threadfence();
+      named_barrier(1, kConsumerThreads);
+      if (threadIdx.x == 0) {
+        const bool last = atomicAdd(&p.split_tickets[tile], 1u) == unsigned(walk.splits - 1);
+        if (last) p.split_tickets[tile] = 0u;  // every split of the tile has taken its ticket
+        *split_flag = last ? 1u : 0u;
+      }
+      named_barrier(1, kConsumerThreads);
+      if (*split_flag == 0u) continue;  // uniform over the consumers
+      __threadfence();
+      const float4* src = reinterpret_cast<const float4*>(p.split_ws) + tile * walk.splits * 16 * kConsumerThreads + threadIdx.x;
+      for (int64_t q = 0; q < walk.splits; ++q) {
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {  // 8 loads in flight at a time (registers)
-            float4 v4[8];
+        for (int h = 0; h < 2; ++h) {  // 8 loads in flight at a time (registers)
+          float4 v4[8];
 #pragma unroll
-            for (int v = 0; v < 8; ++v) v4[v] = __ldcg(src + (q * 16 + 8 * h + v) * kConsumerThreads);
+          for (int v = 0; v < 8; ++v) v4[v] = __ldcg(src + (q * 16 + 8 * h + v) * kConsumerThreads);
 #pragma unroll
-            for (int v = 0; v < 8; ++v) {
-              float* a = &acc[4 * (8 * h + v)];
-              if (q == 0) a[0] = v4[v].x, a[1] = v4[v].y, a[2] = v4[v].z, a[3] = v4[v].w;
-              else a[0] += v4[v].x, a[1] += v4[v].y, a[2] += v4[v].z, a[3] += v4[v].w;
-            }
+          for (int v = 0; v < 8; ++v) {
+            float* a = &acc[4 * (8 * h + v)];
+            if (q == 0) a[0] = v4[v].x, a[1] = v4[v].y, a[2] = v4[v].z, a[3] = v4[v].w;
+            else a[0] += v4[v].x, a[1] += v4[v].y, a[2] += v4[v].z, a[3] += v4[v].w;
           }
         }
       }
@@ -666,8 +664,8 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
       bool first_pass = true;
       for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
         const auto tl = walk.template at<SPLIT>(i, rank, G);
-        const int64_t ct = tl.ct, mt = tl.mt, g_end = tl.g0 + tl.groups;
-        for (int64_t g = tl.g0; g < g_end; g += kStageGroups) {
+        const int64_t ct = tl.ct, mt = tl.mt, g0 = tl.split * walk.split_groups, g_end = g0 + tl.groups;
+        for (int64_t g = g0; g < g_end; g += kStageGroups) {
           const uint32_t ng = g_end - g < kStageGroups ? uint32_t(g_end - g) : uint32_t(kStageGroups);  // groups in this stage
           if (!first_pass) mbar_wait(&empty[slot.s], slot.phase ^ 1u);
           Stage<SSW>& st = stages[slot.s];
