@@ -4,6 +4,7 @@
 # subset, and the benchmark; print a short table last. Logs go to $OUT (default: ./gpu-check-out).
 #
 #   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [probe] [ncu] [actncu] [stalls] [hotspots]
+#   (actncu: ACT_LAUNCHES launches, default 4; cuda_bench --profile: SVDQ_PROFILE_M rows, default 4608)
 #   (default: the first four)
 #
 # Dependencies: scripts/gpu-deps.sh (the .debs that scripts/fetch-gpu-deps.sh put into .deps/,
@@ -115,12 +116,12 @@ if has actncu; then
   # throughput, occupancy and where its warps wait.
   BENCH=$BUILD/bench/cuda/cuda_bench
   if [ -x "$BENCH" ] && command -v ncu > /dev/null; then
-    ncu --clock-control none --kernel-name regex:act_quant --launch-count 3 --section SpeedOfLight \
+    ncu --clock-control none --kernel-name regex:act_quant --launch-count ${ACT_LAUNCHES:-4} --section SpeedOfLight \
       --section Occupancy --section LaunchStats --section WarpStateStats \
-      --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,dram__throughput.avg.pct_of_peak_sustained_elapsed' \
+      --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_elapsed.max,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,l1tex__t_bytes.sum' \
       "$BENCH" --profile > "$OUT/actncu.log" 2>&1
     RESULT[actncu]="rc=$? (actncu.log)"
-    grep -E "act_quant_kernel|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Theoretical Occ|dram__throughput" "$OUT/actncu.log" | cut -c1-120 | head -40 > "$OUT/actncu-summary.log"
+    grep -E "act_quant_kernel|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Theoretical Occ|Grid Size|dram__|sm__cycles|smsp__inst_executed|smsp__issue_active|lts__t_bytes|l1tex__t_bytes" "$OUT/actncu.log" | cut -c1-120 | head -80 > "$OUT/actncu-summary.log"
     awk '/act_quant_kernel/{print substr($0,1,100)} /issue_stalled/{if ($NF+0 > 0.5) print}' "$OUT/actncu.log" | head -40 >> "$OUT/actncu-summary.log"
   else
     RESULT[actncu]="not built or no ncu"

@@ -158,9 +158,16 @@ int main(int argc, char** argv) {
   const int64_t R = 32;
   std::vector<std::pair<int64_t, int64_t>> shapes = {{3072, 3072}, {3072, 12288}, {12288, 3072}, {3072, 21504}};
   std::vector<int64_t> Ms = {256, 1024, 4608};
+  // --profile runs M = 4608 unless SVDQ_PROFILE_M names another M.
+  const char* pm = std::getenv("SVDQ_PROFILE_M");
+  const int64_t profile_m = pm && *pm ? std::atoll(pm) : 4608;
+  if (profile_m < 1) {
+    std::fprintf(stderr, "cuda_bench: SVDQ_PROFILE_M must be a positive row count, got '%s'\n", pm);
+    return 1;
+  }
   if (profile) {
     shapes.resize(1);
-    Ms = {4608};
+    Ms = {profile_m};
   }
   std::mt19937_64 rng(2024);
   std::vector<Row> rows;
@@ -334,7 +341,7 @@ int main(int argc, char** argv) {
     pd.upload(pdf.data(), pdf.size() * 4);
     std::printf("\nGEMM kernel alone, K = N = 3072 (us): profiling variants in fp32 and fp8 mode, "
                 "then each cluster size (1, 2 or 4 CTAs) in each mode\n");
-    for (int64_t M : profile ? std::vector<int64_t>{4608} : std::vector<int64_t>{256, 4608}) {
+    for (int64_t M : profile ? std::vector<int64_t>{profile_m} : std::vector<int64_t>{256, 4608}) {
       const int64_t Mt = cuda::ceil_div(M, 128);
       cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2));
       cuda::ActWorkspace aws(M, K, int(R), false);
