@@ -161,7 +161,7 @@ int main(int argc, char** argv) {
   // --profile runs M = 4608 unless SVDQ_PROFILE_M names another M.
   const char* pm = std::getenv("SVDQ_PROFILE_M");
   const int64_t profile_m = pm && *pm ? std::atoll(pm) : 4608;
-  if (profile_m < 1) {
+  if (profile && profile_m < 1) {
     std::fprintf(stderr, "cuda_bench: SVDQ_PROFILE_M must be a positive row count, got '%s'\n", pm);
     return 1;
   }
