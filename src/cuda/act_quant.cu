@@ -35,6 +35,13 @@
 // sm_90a): R = 0 kernels (fp8 pass 2 included) 72-80 at 3 blocks per SM; R = 8 .. 32 82-125 at 2;
 // R = 64 / 128 ~165-182 / ~210-224 at 1; no spills. 64 KB of ring per block.
 //
+// Weight expansion rows (v12). With the expanded-weight GEMM the layer passes the expansion's work
+// along (ActQuantParams::wfrag, wexp, exp_tiles): where one wave of activation blocks leaves
+// resident-block slots free (M = 4608, K = 3072: 216 blocks for 264 slots, so 48 SMs run one
+// block) and the tiles fit the model of expansion_rows, the first launch gets extra grid rows
+// whose blocks expand the tiles (expansion_block), and the separate expansion kernel and its
+// kernel boundary drop out of the layer.
+//
 // The two warps of a row tile add their low-rank sums through shared memory (group set 1's ring
 // region, warp order fixed); with several chunks, each block writes its 64 x R partial sums and
 // the last block of a row block to finish (integer ticket) adds the chunks' partials in chunk
@@ -85,6 +92,7 @@
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
 #include "smooth_div.hpp"
+#include "weight_expand.cuh"
 
 namespace svdquant::cuda {
 namespace {
@@ -332,13 +340,61 @@ constexpr bool code_offsets_regular() {
 }
 static_assert(code_offsets_regular());
 
+// The weight expansion carried by a launch (v12; see launch_mode): the blocks of grid rows
+// act_chunks and up take batches of kExpandBatch tiles from a counter until none are left, each
+// tile assembled in the x ring's memory (weight_expand.cuh). They are dispatched after the
+// activation blocks, so they fill the SMs those leave free, and the ones that start only when
+// activation blocks finish find the tiles taken. The last expansion block to finish resets both
+// counters for the next call. Which block expands which tile does not change the output.
+constexpr int kExpandBatch = 4;  // tiles in flight per block (4 x 8 KB of the 64 KB ring)
+static_assert(kWarps * 32 == kExpandThreads && kExpandBatch * kCodeTileBytes <= kRingBytes);
+__device__ __forceinline__ void expansion_block(const ActQuantParams& p, uint8_t* smem, unsigned blocks) {
+  __shared__ unsigned batch_s;
+  const int f = threadIdx.x;
+  const uint4* wfrag = reinterpret_cast<const uint4*>(p.wfrag);
+  const unsigned tiles = unsigned(p.exp_tiles);  // < 2^31 (launch_mode)
+  for (;;) {
+    if (f == 0) batch_s = atomicAdd(&p.exp_counters[0], unsigned(kExpandBatch));
+    __syncthreads();
+    const unsigned base = batch_s;
+    if (base >= tiles) break;  // block-uniform
+    uint4 v[kExpandBatch];
+#pragma unroll
+    for (int b = 0; b < kExpandBatch; ++b)
+      if (base + b < tiles) v[b] = __ldg(wfrag + int64_t(base + b) * kExpandThreads + f);
+#pragma unroll
+    for (int b = 0; b < kExpandBatch; ++b)
+      if (base + b < tiles) expand_fragment(v[b], f, smem + b * kCodeTileBytes);
+    __syncthreads();
+#pragma unroll
+    for (int b = 0; b < kExpandBatch; ++b)
+      if (base + b < tiles) store_tile(smem + b * kCodeTileBytes, p.wexp + int64_t(base + b) * kCodeTileBytes, f);
+    __syncthreads();  // the images and batch_s are free for the next batch
+  }
+  // Every block increments the second counter after its last (empty) take from the first, so the
+  // last one to do so sees no other block still taking.
+  if (f == 0 && atomicAdd(&p.exp_counters[1], 1u) == blocks - 1) {
+    p.exp_counters[0] = 0;
+    p.exp_counters[1] = 0;
+  }
+}
+
 // RT: rank tiles of 8 (Rpad = 8 RT); 0 when the layer has no low-rank branch (or in FP8_CODES).
+// Grid: (row blocks, act_chunks + expansion rows).
 template <bool BF16, int RT, Mode MODE, bool UNS>
-__global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(const ActQuantParams p, const int chunk_groups) {
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>)
+    act_quant_kernel(const ActQuantParams p, const int chunk_groups, const int act_chunks) {
   using H = HalfOps<BF16>;
   constexpr int R = RT * 8;
   pdl_wait();  // launched with PDL (pdl.hpp): no global access before the previous kernel is done
   pdl_launch_dependents();
+  if constexpr (MODE != Mode::FP8_CODES) {
+    if (int(blockIdx.y) >= act_chunks) {
+      extern __shared__ uint4 ring[];
+      expansion_block(p, reinterpret_cast<uint8_t*>(ring), (gridDim.y - unsigned(act_chunks)) * gridDim.x);
+      return;
+    }
+  }
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int rt = warp % kRowTiles, gs = warp / kRowTiles;
@@ -346,7 +402,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>) act_quant_kernel(
   const int64_t K = p.K, G = K / kGroup;
   const int64_t mrow[2] = {int64_t(blockIdx.x) * kBlockRows + rt * 16 + g8, int64_t(blockIdx.x) * kBlockRows + rt * 16 + g8 + 8};
   const bool valid[2] = {mrow[0] < p.M, mrow[1] < p.M};
-  const int chunk = int(blockIdx.y), chunks = int(gridDim.y);
+  const int chunk = int(blockIdx.y), chunks = act_chunks;
   const int64_t gbeg = int64_t(chunk) * chunk_groups + gs;
   const int64_t gend = G < int64_t(chunk + 1) * chunk_groups ? G : int64_t(chunk + 1) * chunk_groups;
 
@@ -721,7 +777,7 @@ ActChunking chunking(int64_t Mpad, int64_t K, int64_t wave) {
 // One launch with the ring's dynamic shared memory (above the 48 KB default: the opt-in is a
 // per-device function attribute, set once per device and instantiation).
 template <bool BF16, int RT, Mode MODE, bool UNS>
-void launch_kernel(const ActQuantParams& p, dim3 grid, int chunk_groups, cudaStream_t stream) {
+void launch_kernel(const ActQuantParams& p, dim3 grid, int chunk_groups, int act_chunks, cudaStream_t stream) {
   static std::atomic<uint64_t> opted{0};
   int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
@@ -732,45 +788,65 @@ void launch_kernel(const ActQuantParams& p, dim3 grid, int chunk_groups, cudaStr
     opted.fetch_or(bit, std::memory_order_release);
   }
   launch_pdl(act_quant_kernel<BF16, RT, MODE, UNS>, grid, dim3(kWarps * 32), kRingBytes, stream,
-             "cudaLaunchKernelEx(act_quant_kernel)", p, chunk_groups);
+             "cudaLaunchKernelEx(act_quant_kernel)", p, chunk_groups, act_chunks);
 }
 
 // The chunking of a launch in mode MODE (the kernels without low-rank sums fill a wave of 3
 // blocks per SM).
 template <Mode MODE>
+int64_t mode_wave(const ActQuantParams& p) {
+  return MODE == Mode::FP8_CODES || p.Rpad == 0 ? kWaveBlocksR0 : kWaveBlocks;
+}
+template <Mode MODE>
 ActChunking mode_chunking(const ActQuantParams& p) {
-  const bool r0 = MODE == Mode::FP8_CODES || p.Rpad == 0;
-  return chunking(round_up(p.M, kTileM), p.K, r0 ? kWaveBlocksR0 : kWaveBlocks);
+  return chunking(round_up(p.M, kTileM), p.K, mode_wave<MODE>(p));
 }
 
+// Grid rows of expansion blocks a launch with this chunking takes on (v12), 0 for none: only where
+// one wave of activation blocks leaves at least 8 resident-block slots free and those can expand
+// the tiles within the activation blocks' time. The model assumes (not measured on its own; the
+// layer A/B of perf-notes v12 is) that a block expands a tile in about half the time an
+// activation block spends on one group, so `spare` blocks manage 2 * spare * C tiles while the
+// activation blocks work through their C groups.
+int expansion_rows(const ActQuantParams& p, const ActChunking& ch, int64_t row_blocks, int64_t wave) {
+  if (p.exp_tiles <= 0) return 0;
+  const int64_t spare = wave - row_blocks * ch.chunks;
+  if (spare < 8 || p.exp_tiles > 2 * spare * ch.groups || p.exp_tiles >= (int64_t(1) << 31)) return 0;
+  return int(ceil_div(spare, row_blocks));
+}
+
+// Returns whether this launch carried the weight expansion (FP8_CODES never does).
 template <bool BF16, Mode MODE, bool UNS>
-void launch_mode(const ActQuantParams& p, cudaStream_t stream) {
-  const int64_t Mpad = round_up(p.M, kTileM);
+bool launch_mode(const ActQuantParams& p, cudaStream_t stream) {
+  const int64_t Mpad = round_up(p.M, kTileM), row_blocks = Mpad / kBlockRows;
   const ActChunking ch = mode_chunking<MODE>(p);
-  const dim3 grid(unsigned(Mpad / kBlockRows), unsigned(ch.chunks));
+  const int exp_rows = MODE == Mode::FP8_CODES ? 0 : expansion_rows(p, ch, row_blocks, mode_wave<MODE>(p));
+  const dim3 grid(unsigned(row_blocks), unsigned(ch.chunks + exp_rows));
   if constexpr (MODE == Mode::FP8_CODES) {
-    launch_kernel<BF16, 0, MODE, UNS>(p, grid, ch.groups, stream);
+    launch_kernel<BF16, 0, MODE, UNS>(p, grid, ch.groups, ch.chunks, stream);
   } else {
     switch (p.Rpad) {
-    case 0: launch_kernel<BF16, 0, MODE, UNS>(p, grid, ch.groups, stream); break;
-    case 8: launch_kernel<BF16, 1, MODE, UNS>(p, grid, ch.groups, stream); break;
-    case 16: launch_kernel<BF16, 2, MODE, UNS>(p, grid, ch.groups, stream); break;
-    case 32: launch_kernel<BF16, 4, MODE, UNS>(p, grid, ch.groups, stream); break;
-    case 64: launch_kernel<BF16, 8, MODE, UNS>(p, grid, ch.groups, stream); break;
-    case 128: launch_kernel<BF16, 16, MODE, UNS>(p, grid, ch.groups, stream); break;
+    case 0: launch_kernel<BF16, 0, MODE, UNS>(p, grid, ch.groups, ch.chunks, stream); break;
+    case 8: launch_kernel<BF16, 1, MODE, UNS>(p, grid, ch.groups, ch.chunks, stream); break;
+    case 16: launch_kernel<BF16, 2, MODE, UNS>(p, grid, ch.groups, ch.chunks, stream); break;
+    case 32: launch_kernel<BF16, 4, MODE, UNS>(p, grid, ch.groups, ch.chunks, stream); break;
+    case 64: launch_kernel<BF16, 8, MODE, UNS>(p, grid, ch.groups, ch.chunks, stream); break;
+    case 128: launch_kernel<BF16, 16, MODE, UNS>(p, grid, ch.groups, ch.chunks, stream); break;
     default: throw UnsupportedError("cuda-sm90: padded rank " + std::to_string(p.Rpad) + " has no kernel");
     }
   }
   check_launch("act_quant_kernel");
+  return exp_rows > 0;
 }
 
 template <bool BF16, bool UNS>
-void launch_typed(const ActQuantParams& p, cudaStream_t stream) {
+bool launch_typed(const ActQuantParams& p, cudaStream_t stream) {
   if (!p.fp8) return launch_mode<BF16, Mode::INT4, UNS>(p, stream);
   ActQuantParams q = p;
   q.amax_chunks = mode_chunking<Mode::FP8_AMAX>(p).chunks;  // pass 2 reads pass 1's partial maxima
-  launch_mode<BF16, Mode::FP8_AMAX, UNS>(q, stream);
+  const bool expanded = launch_mode<BF16, Mode::FP8_AMAX, UNS>(q, stream);
   launch_mode<BF16, Mode::FP8_CODES, UNS>(q, stream);
+  return expanded;
 }
 
 }  // namespace
@@ -786,14 +862,16 @@ int64_t act_quant_lpart_floats(int64_t Mpad, int64_t K, int Rpad) {
   return most;
 }
 
-int64_t act_quant_tickets(int64_t Mpad) { return round_up(Mpad, kTileM) / kBlockRows; }
+int64_t act_quant_tickets(int64_t Mpad) { return round_up(Mpad, kTileM) / kBlockRows + 2; }
 
 int64_t act_quant_amax_words(int64_t Mpad) { return 2 * kMaxChunks * round_up(Mpad, kTileM); }
 
-void launch_act_quant(const ActQuantParams& p, cudaStream_t stream) {
-  if (p.M == 0) return;
-  if (p.dtype == HalfType::BF16) p.act_unsigned ? launch_typed<true, true>(p, stream) : launch_typed<true, false>(p, stream);
-  else p.act_unsigned ? launch_typed<false, true>(p, stream) : launch_typed<false, false>(p, stream);
+bool launch_act_quant(const ActQuantParams& p, cudaStream_t stream) {
+  if (p.M == 0) return false;
+  if (p.exp_tiles > 0 && (!p.wfrag || !p.wexp || !p.exp_counters))
+    throw Error("cuda-sm90: weight expansion asked of the activation kernel without its buffers");
+  if (p.dtype == HalfType::BF16) return p.act_unsigned ? launch_typed<true, true>(p, stream) : launch_typed<true, false>(p, stream);
+  return p.act_unsigned ? launch_typed<false, true>(p, stream) : launch_typed<false, false>(p, stream);
 }
 
 }  // namespace svdquant::cuda

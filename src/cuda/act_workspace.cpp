@@ -31,6 +31,7 @@ void ActWorkspace::fill(ActQuantParams& p) const {
   p.lact = lact.as<float>();
   p.lpart = lpart.as<float>();
   p.tickets = tickets.as<unsigned>();
+  p.exp_counters = tickets.get() ? tickets.as<unsigned>() + (tickets.size() / 4 - 2) : nullptr;  // the last 2 words
   p.row_amax = row_amax.as<unsigned>();
   p.row_scale = row_scale.as<float>();
 }

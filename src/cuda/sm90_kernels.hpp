@@ -38,8 +38,18 @@ struct ActQuantParams {
   unsigned* row_amax = nullptr;
   float* row_scale = nullptr;
   int amax_chunks = 0;  // set by launch_act_quant: pass 1's chunk count
+  // Optional: the weight expansion of the same layer call (launch_expand_weights' work: wfrag
+  // [exp_tiles][4096 bytes] -> wexp [exp_tiles][8192]), done by extra blocks of the first launch
+  // where the activation kernel leaves room for them. exp_counters: 2 words, zero between calls
+  // (ActWorkspace's, after the tickets).
+  const uint8_t* wfrag = nullptr;
+  uint8_t* wexp = nullptr;
+  int64_t exp_tiles = 0;
+  unsigned* exp_counters = nullptr;
 };
-void launch_act_quant(const ActQuantParams& p, cudaStream_t stream);
+// Returns whether it also expanded the weights (exp_tiles > 0 and room for it); if not, the caller
+// launches launch_expand_weights.
+bool launch_act_quant(const ActQuantParams& p, cudaStream_t stream);
 // How the activation kernel splits K for Mpad (padded) rows: chunks of `groups` groups of 64, one
 // grid column per chunk.
 struct ActChunking {
@@ -50,7 +60,7 @@ ActChunking act_quant_chunking(int64_t Mpad, int64_t K);
 // Floats of lpart needed by every call with up to Mpad rows (0: no partial sums needed), and the
 // number of ticket counters.
 int64_t act_quant_lpart_floats(int64_t Mpad, int64_t K, int Rpad);
-int64_t act_quant_tickets(int64_t Mpad);
+int64_t act_quant_tickets(int64_t Mpad);  // the row blocks' tickets and the 2 expansion counters
 int64_t act_quant_amax_words(int64_t Mpad);  // words of row_amax for up to Mpad rows (fp8)
 
 // How the GEMM combines the exact group sums: NUMERICS.md §4.1, §4.2, or §5 (fp8 activations:

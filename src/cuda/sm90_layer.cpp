@@ -133,7 +133,22 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   a.act_unsigned = desc.act_unsigned;
   a.dtype = ht;
   a.fp8 = options.activations == Activations::FP8;
-  launch_act_quant(a, stream);
+  // The expanded-weight path: the scratch is leased before the activation kernel, which expands
+  // the weights with its spare blocks where it has room (act_quant.cu, v12); otherwise the
+  // expansion kernel follows it. Either way the GEMM is the next kernel after the activation pass
+  // or the expansion in the stream, so programmatic dependent launch chains them.
+  const bool expand = !capturing && cluster_ <= 1 &&
+                      (weight_path_ == WeightPath::EXPANDED || (weight_path_ == WeightPath::AUTO && M >= kExpandMinRows));
+  const int64_t Nt = weight_tiles(N), G = K / kGroup;
+  std::optional<WeightScratch::Lease> scratch;  // held from before the expansion through the GEMM
+  if (expand) {
+    scratch.emplace(WeightScratch::current(), size_t(Nt * G) * kCodeTileBytes, stream);
+    a.wfrag = wfrag_.as<uint8_t>();
+    a.wexp = scratch->data();
+    a.exp_tiles = Nt * G;
+  }
+  const bool expanded = launch_act_quant(a, stream);
+  if (expand && !expanded) launch_expand_weights(wfrag_.as<uint8_t>(), scratch->data(), Nt, G, stream);
 
   GemmParams g;
   g.codes = a.codes;
@@ -154,13 +169,7 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   g.row_scale = a.row_scale;
   g.dtype = ht;
   g.cluster = cluster_;
-  const bool expand = !capturing && cluster_ <= 1 &&
-                      (weight_path_ == WeightPath::EXPANDED || (weight_path_ == WeightPath::AUTO && M >= kExpandMinRows));
-  std::optional<WeightScratch::Lease> scratch;  // held from the expansion through the GEMM
   if (expand) {
-    const int64_t Nt = weight_tiles(N), G = K / kGroup;
-    scratch.emplace(WeightScratch::current(), size_t(Nt * G) * kCodeTileBytes, stream);
-    launch_expand_weights(wfrag_.as<uint8_t>(), scratch->data(), Nt, G, stream);
     g.wexp = scratch->data();
   } else if (const int splits = gemm_splits_for(M);
              splits > 1 && split_ws_.size() >= size_t(gemm_split_ws_floats(M, N, splits)) * sizeof(float)) {

@@ -35,7 +35,8 @@ class Sm90Layer final : public PreparedLayer {
 
   // How the GEMM gets its weight operand. REGISTERS: each consumer expands the int4 fragments to
   // e4m3 in registers, for every activation row tile. EXPANDED: the call first expands the int4
-  // weights once to e4m3 (launch_expand_weights) into the device's shared WeightScratch (N x K
+  // weights once to e4m3 (in spare blocks of the activation kernel where it has room, else
+  // launch_expand_weights) into the device's shared WeightScratch (N x K
   // bytes, weight_scratch.hpp) and the GEMM reads them from shared memory (v9: fp8 GEMM 142 ->
   // 116 us at M = 4608, K = N = 3072, docs/perf-notes.md). AUTO: EXPANDED from kExpandMinRows
   // rows up, where the expansion pays for itself. Inside a CUDA-graph capture and with clusters

@@ -143,6 +143,80 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaActivationKernel,
                                            ActCase{4609, 1600, 16, HalfKind::FP16, true}),
                          cudatest::act_case_name);
 
+// The weight expansion carried by spare blocks of the activation kernel (act_quant.cu, v12): the
+// same e4m3 tiles as launch_expand_weights, byte for byte; the activation outputs unchanged; the
+// counters left zero, so a second call expands again. Where the tiles do not fit the spare blocks
+// the kernel leaves the expansion to the caller (returns false, writes nothing there).
+struct ExpandCase {
+  int64_t M, K, R, Nt;
+  bool fp8;
+  bool fits;
+};
+class CudaActKernelExpansion : public ::testing::TestWithParam<ExpandCase> {};
+
+TEST_P(CudaActKernelExpansion, SameTilesAsTheExpansionKernel) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  const ExpandCase c = GetParam();
+  const ActCase ac{c.M, c.K, c.R, HalfKind::BF16, false};
+  const LayerWeights w = cudatest::act_case_layer(ac, 4242 + uint64_t(c.M));
+  const Tensor x = cudatest::random_input(c.M, c.K, ac.dtype, false, 99);
+  cudatest::ActKernelBuffers buf(w, x, c.fp8);
+  const int64_t G = c.K / cuda::kGroup, tiles = c.Nt * G;
+  std::vector<uint8_t> hw(size_t(tiles * cuda::kWeightTileBytes));
+  uint64_t r = 12345;
+  for (auto& b : hw) b = uint8_t((r = r * 6364136223846793005ull + 1442695040888963407ull) >> 56);  // any bytes are int4 codes
+  cuda::DeviceBuffer wfrag, wexp_ref(size_t(tiles * cuda::kCodeTileBytes)), wexp(size_t(tiles * cuda::kCodeTileBytes));
+  wfrag.upload(hw.data(), hw.size());
+  cuda::launch_expand_weights(wfrag.as<uint8_t>(), wexp_ref.as<uint8_t>(), c.Nt, G, nullptr);
+
+  // The activation outputs without the expansion, for comparison.
+  ASSERT_FALSE(cuda::launch_act_quant(buf.p, nullptr));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  auto bytes = [](const cuda::DeviceBuffer& b) {
+    std::vector<uint8_t> h(b.size());
+    if (!h.empty()) {
+      EXPECT_EQ(cudaMemcpy(h.data(), b.get(), h.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    }
+    return h;
+  };
+  const std::vector<uint8_t> codes0 = bytes(buf.codes), lact0 = bytes(buf.lact), ref = bytes(wexp_ref);
+  const std::vector<uint8_t> scales0 = bytes(c.fp8 ? buf.row_scale : buf.ascale);
+
+  cuda::ActQuantParams p = buf.p;
+  p.wfrag = wfrag.as<uint8_t>();
+  p.wexp = wexp.as<uint8_t>();
+  p.exp_tiles = tiles;
+  for (int call = 0; call < 2; ++call) {
+    ASSERT_EQ(cudaMemset(wexp.get(), 0xAA, wexp.size()), cudaSuccess);
+    const bool expanded = cuda::launch_act_quant(p, nullptr);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(expanded, c.fits) << "call " << call;
+    const std::vector<uint8_t> got = bytes(wexp);
+    if (c.fits) {
+      EXPECT_TRUE(got == ref) << "call " << call << ": expanded tiles differ from launch_expand_weights";
+    } else {
+      EXPECT_EQ(std::count(got.begin(), got.end(), uint8_t(0xAA)), int64_t(got.size())) << "nothing written";
+    }
+    EXPECT_TRUE(bytes(buf.codes) == codes0) << "codes";
+    EXPECT_TRUE(bytes(buf.lact) == lact0) << "low-rank sums";
+    EXPECT_TRUE(bytes(c.fp8 ? buf.row_scale : buf.ascale) == scales0) << "scales";
+    const std::vector<uint8_t> t = bytes(buf.tickets);
+    EXPECT_EQ(std::count(t.begin(), t.end(), uint8_t(0)), int64_t(t.size())) << "tickets and counters left zero";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaActKernelExpansion,
+                         ::testing::Values(ExpandCase{4609, 3072, 32, 24, false, true}, ExpandCase{4609, 3072, 32, 24, true, true},
+                                           ExpandCase{7, 512, 32, 3, false, true}, ExpandCase{300, 1024, 16, 5, true, true},
+                                           ExpandCase{4609, 3072, 0, 8, false, true},
+                                           ExpandCase{4609, 3072, 32, 168, false, false}),
+                         [](const ::testing::TestParamInfo<ExpandCase>& i) {
+                           const ExpandCase& c = i.param;
+                           return "M" + std::to_string(c.M) + "_K" + std::to_string(c.K) + "_R" + std::to_string(c.R) + "_Nt" +
+                                  std::to_string(c.Nt) +
+                                  (c.fp8 ? "_fp8" : "_int4");
+                         });
+
 }  // namespace
 
 #endif  // SVDQUANT_HAVE_CUDA
