@@ -810,7 +810,9 @@ ActChunking mode_chunking(const ActQuantParams& p) {
 // activation blocks work through their C groups.
 int expansion_rows(const ActQuantParams& p, const ActChunking& ch, int64_t row_blocks, int64_t wave) {
   if (p.exp_tiles <= 0) return 0;
-  const int64_t spare = wave - row_blocks * ch.chunks;
+  // The chunking assumes kSMs; the slots left free are counted on the device itself, so that a
+  // part with fewer SMs takes on less expansion work (not a tail of it).
+  const int64_t spare = wave / kSMs * sm_count() - row_blocks * ch.chunks;
   if (spare < 8 || p.exp_tiles > 2 * spare * ch.groups || p.exp_tiles >= (int64_t(1) << 31)) return 0;
   return int(ceil_div(spare, row_blocks));
 }

@@ -8,4 +8,11 @@ void throw_cuda_error(cudaError_t e, const char* what) {
   throw Error(std::string("cuda-sm90: ") + what + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
 }
 
+int sm_count(int device) {
+  if (device < 0) check(cudaGetDevice(&device), "cudaGetDevice");
+  int n = 0;
+  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute(SMs)");
+  return n;
+}
+
 }  // namespace svdquant::cuda

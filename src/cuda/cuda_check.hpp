@@ -19,4 +19,7 @@ inline void check(cudaError_t e, const char* what) {
 // next synchronizing call, which is checked too).
 inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 
+// The multiprocessor count of `device` (-1: the current device).
+int sm_count(int device = -1);
+
 }  // namespace svdquant::cuda

@@ -77,7 +77,7 @@ Sm90Layer::Sm90Layer(const LayerWeights& w, const ForwardOptions& opt) {
     bias_.upload(ev.bias.data(), ev.bias.size() * 4);
   }
   {  // split-K tickets: gemm_splits splits at most two waves of tiles
-    check(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device_), "cudaDeviceGetAttribute(SMs)");
+    sms_ = sm_count(device_);
     const std::vector<unsigned> zeros(size_t(2 * sms_), 0u);
     split_tickets_.upload(zeros.data(), zeros.size() * sizeof(unsigned));
   }

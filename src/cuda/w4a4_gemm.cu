@@ -703,13 +703,6 @@ int64_t split_groups(int64_t G, int splits) {
   return splits <= 1 ? G : round_up(ceil_div(G, int64_t(splits)), int64_t(kStageGroups));
 }
 
-int sm_count() {
-  int dev = 0, n = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute(SMs)");
-  return n;
-}
-
 // The most clusters of CS CTAs of `kernel` resident at once on this device (cached per device).
 template <int CS, typename Kernel>
 int max_clusters(Kernel kernel, const cudaLaunchConfig_t& cfg, int sms) {
