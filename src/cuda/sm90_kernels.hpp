@@ -74,7 +74,8 @@ struct GemmParams {
   const float* row_scale = nullptr;   // [Mpad] float32 s_row (FP8 only)
   const float* lact = nullptr;        // [Mpad, Rpad]
   const uint8_t* wfrag = nullptr;     // [Nt][G][8192 / 2] weight fragments
-  // The same weights expanded to e4m3 by launch_expand_weights ([Nt][G][8192]); when set, the
+  // The same weights expanded to e4m3 ([Nt][G][8192], by launch_expand_weights or the activation
+  // kernel's expansion rows: ActQuantParams::wexp); when set, the
   // GEMM reads them as a shared-memory A operand instead of expanding wfrag in registers (clusters
   // of 1 only). Bitwise the same output.
   const uint8_t* wexp = nullptr;

@@ -22,7 +22,8 @@
 //   a0: row g8,     k = 32h + 4t + i       a1: row g8 + 8, k = 32h + 4t + i
 //   a2: row g8,     k = 32h + 16 + 4t + i  a3: row g8 + 8, k = 32h + 16 + 4t + i
 // with row = 64 wg + 16 (tid / 32) + g8, g8 = (tid % 32) / 4, t = tid % 4.
-// Expanded weights (built per call by launch_expand_weights, read by the GEMM as a shared-memory
+// Expanded weights (built per call by launch_expand_weights or by spare blocks of the activation
+// kernel, both with weight_expand.cuh; read by the GEMM as a shared-memory
 // operand): wexp[nt][g][8192], the e4m3 values of the same codes, each (nt, g) tile 128 weight
 // rows x 64 k in the code tiles' layout (code_tile_offset).
 // Weight scales: wscale[nt][g][128] of T. Padding rows (n >= N) have codes 0 and scales 0.

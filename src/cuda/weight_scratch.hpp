@@ -1,8 +1,9 @@
 // One device buffer per GPU for the weights that a layer expands to e4m3 per call
-// (launch_expand_weights, GemmParams::wexp), shared by every layer on that device: expanded
+// (weight_expand.cuh, GemmParams::wexp), shared by every layer on that device: expanded
 // weights cost N x K bytes, twice the layer's int4 weights, so no layer keeps its own.
 //
-// A Lease holds the scratch from the expansion through the GEMM that reads it: its stream first
+// A Lease holds the scratch from before the expansion (Sm90Layer takes it before the activation
+// kernel, which may carry the expansion) through the GEMM that reads it: its stream first
 // waits for the previous lease's work (an event), whichever stream that was on, and the lease
 // records its own work's completion when it ends. The host mutex is held for the lease's lifetime,
 // so leases are enqueued one at a time. Growing the buffer waits for the previous work on the host
