@@ -19,6 +19,8 @@
 
 #include "act_workspace.hpp"
 #include "device_buffer.hpp"
+#include "nvfp4_kernels.hpp"
+#include "nvfp4_pack.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
 #include "sm90_pack.hpp"
@@ -313,6 +315,78 @@ int main(int argc, char** argv) {
                 (long long)r.M, (long long)r.K, (long long)r.N, r.ours_fp32 * 1e3, r.ours_half * 1e3, r.ours_fp8 * 1e3,
                 r.act * 1e3, act_gbs, 100.0 * act_gbs / copy_gbs, r.act8 * 1e3, r.bf16 * 1e3, r.fp8 * 1e3, flops / (r.ours_fp8 * 1e9),
                 r.bf16 / r.ours_fp32, r.bf16 / r.ours_half, r.bf16 / r.ours_fp8, r.fp8 > 0 ? r.fp8 / r.ours_fp8 : 0.0, r.ours_nv * 1e3, r.bf16 / r.ours_nv);
+  }
+  // nvfp4 breakdown (K = N = 3072): each kernel of Nvfp4Layer::forward alone, on random codes and
+  // scales (timing only).
+  {
+    const int64_t K = 3072, N = 3072, Rp = cuda::nv_padded_rank(R);
+    const int64_t Kp = cuda::nv_round_up(K, cuda::kNvTileK), Np = cuda::nv_round_up(N, cuda::kNvTileN);
+    std::printf("\nnvfp4 kernels alone, K = N = 3072 (us)\n");
+    for (int64_t M : profile ? std::vector<int64_t>{profile_m} : std::vector<int64_t>{256, 4608}) {
+      const int64_t Mp = cuda::nv_round_up(M, cuda::kNvTileM);
+      cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2)), smooth, act(size_t(Mp * Kp * 2)),
+          lact(size_t(Mp * Rp * 4)), wpack, pdn, pup, wc, bias, partial, tickets;
+      {
+        const auto hx = random_bf16(size_t(M * K), 1.0f, rng);
+        ck(cudaMemcpy(x.get(), hx.data(), x.size(), cudaMemcpyHostToDevice), "x");
+        std::vector<uint16_t> sm(size_t(K), f32_to_bf16(1.25f));
+        smooth.upload(sm.data(), sm.size() * 2);
+        Tensor q = Tensor::zeros(DType::U8, {N, K / 2}), sc = Tensor::zeros(DType::F8_E4M3, {K / 16, N});
+        for (int64_t i = 0; i < q.numel(); ++i) q.data_as<uint8_t>()[i] = uint8_t(rng());
+        for (int64_t i = 0; i < sc.numel(); ++i) sc.data_as<uint8_t>()[i] = uint8_t(0x20 + rng() % 0x20);
+        const auto packed = cuda::pack_nvfp4_weights(q, sc, N, K);
+        wpack.upload(packed.data(), packed.size());
+        const std::vector<float> d(size_t(K * Rp), 0.01f), u(size_t(Np * Rp), 0.01f), one(size_t(Np), 1.0f);
+        pdn.upload(d.data(), d.size() * 4);
+        pup.upload(u.data(), u.size() * 4);
+        wc.upload(one.data(), one.size() * 4);
+        bias.upload(one.data(), one.size() * 4);
+        ck(cudaMemset(act.get(), 0, act.size()), "act");
+      }
+      cuda::Nvfp4ActParams a;
+      a.x = x.as<uint16_t>();
+      a.smooth = smooth.as<uint16_t>();
+      a.act = act.as<uint16_t>();
+      a.M = M;
+      a.K = K;
+      a.Kpad = Kp;
+      cuda::Nvfp4LowrankParams l;
+      l.x = x.as<uint16_t>();
+      l.proj_down = pdn.as<float>();
+      l.lact = lact.as<float>();
+      l.M = M;
+      l.K = K;
+      l.Rpad = int(Rp);
+      cuda::Nvfp4GemmParams g;
+      g.act = act.as<uint16_t>();
+      g.wpack = wpack.as<uint8_t>();
+      g.lact = lact.as<float>();
+      g.proj_up = pup.as<float>();
+      g.wcscales = wc.as<float>();
+      g.bias = bias.as<float>();
+      g.y = y.as<uint16_t>();
+      g.M = M;
+      g.N = N;
+      g.Kpad = Kp;
+      g.Rpad = int(Rp);
+      g.alpha = 0.25f;
+      const cuda::Nvfp4Split sp = cuda::nvfp4_gemm_splits(M, N, Kp, prop.multiProcessorCount);
+      g.splits = sp.splits;
+      g.k_steps_per_split = sp.k_steps_per_split;
+      if (sp.splits > 1) {
+        partial.resize(sp.partial_bytes);
+        tickets.resize(sp.ticket_bytes);
+        ck(cudaMemset(tickets.get(), 0, tickets.size()), "tickets");
+        g.partial = partial.as<float>();
+        g.tickets = tickets.as<uint32_t>();
+      }
+      const double ta = timer.median_ms([&] { cuda::launch_nvfp4_act(a, stream); });
+      const double tl = timer.median_ms([&] { cuda::launch_nvfp4_lowrank(l, stream); });
+      const double tg = timer.median_ms([&] { cuda::launch_nvfp4_gemm(g, stream); });
+      std::printf("M=%lld nvfp4: activations %.1f | low-rank down %.1f | GEMM %.1f (%.0f TOPS, %d splits)\n", (long long)M,
+                  ta * 1e3, tl * 1e3, tg * 1e3, 2.0 * double(M) * double(N) * double(K) / (tg * 1e9), sp.splits);
+      std::fflush(stdout);
+    }
   }
   // GEMM breakdown (K = N = 3072): the GEMM kernel alone in fp32 and fp8 mode, then with parts
   // left out (GemmParams::profile_skip), to see which part sets the time.

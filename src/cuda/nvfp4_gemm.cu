@@ -1,89 +1,100 @@
 // The nvfp4 GEMM of the cuda-sm90 backend (nvfp4_kernels.hpp): NUMERICS.md §4 with §4.1's float32
 // accumulation in another summation order, and the §4.3 epilogue.
 //
-// Every product (q_a·s_a)·(q_w·s_w) is exact: e2m1 × e4m3 has at most 6 significant bits and an
-// exponent within bf16's range, so both factors are exact bf16 values and their product is exact
-// in float32. The GEMM therefore runs bf16 wgmma (m64n128k16, float32 accumulation) over all of K
-// on the dequantized values and multiplies by alpha at the end; only the float32 summation order
-// differs from §4.1 (which sums the exact group sums p[g]·(s_a·s_w) in group order).
+// Numerics. Every product (q_a·s_a)·(q_w·s_w) is exact: e2m1 × e4m3 has at most 6 significant bits
+// and lies in [2^-10, 2688], so both factors are exact fp16 values (the activation kernel writes
+// q_a·s_a as fp16) and their product is exact in float32. The GEMM therefore runs fp16 wgmma
+// (m64n128k16, float32 accumulation) over all of K and multiplies by alpha at the end; only the
+// float32 summation order differs from §4.1 (which sums the exact group sums in group order).
+// The weight operand is built in registers from the 4-bit codes (so the weights stay 4-bit in
+// memory and in shared memory): each code becomes the fp16 pattern of its e2m1 value · 2^-14 with
+// two shifts and masks (nv_pack_word's bit order), and one fp16 multiply by the packed scale
+// s_w · 2^7 gives (q_w·s_w)·2^-7, exact (at least 2^-17 with 6 significant bits: above fp16's
+// subnormal step 2^-24). The sums thus carry 2^-7, taken back by alpha · 2^7 in the epilogue:
+// scaling by a power of two commutes with float32 rounding, so y is RN(acc · alpha) as §4.1 says.
 //
-// One CTA per 128 x 128 tile of y^T: blockIdx.x = weight tile (output columns n, wgmma's M side:
-// warpgroup w covers rows 64w..64w+63), blockIdx.y = activation tile (rows m, wgmma's N side).
-// 256 threads, no producer warpgroup: two shared-memory stages of K = 64, each holding
-//   A: the weights of 128 rows, dequantized to bf16 by the threads (16-byte code loads and the
-//      group scales, held in registers one stage ahead), and
-//   B: the activations of 128 rows (already bf16, copied with cp.async),
-// both in wgmma's K-major no-swizzle core-matrix order for a 128-row x 64-column bf16 tile:
-//   byte offset(r, k) = (k / 8) * 2048 + (r / 8) * 128 + (r % 8) * 16 + (k % 8) * 2.
-// While the wgmmas of one stage run, the next stage is filled.
-// Epilogue: ·alpha, ·wcscales + bias (two float32 operations), + u = Σ_r l·up (float32 fma on the
-// CUDA cores, 32 ranks per shared-memory chunk), rounded to T, stored with bounds checks.
+// Structure. One CTA per output tile of 256 weight rows (output columns n, wgmma's M side) x 128
+// activation rows (m, wgmma's N side) and per K split; 384 threads: warpgroups 0 and 1 consume
+// (each 128 weight rows as two m64 register operands, 128 float32 accumulators per thread), the
+// last warpgroup produces: its first thread fills a ring of shared-memory stages with two 1-D bulk
+// copies per K step of 64 (the activation tile, 16 KB, and the four packed weight blocks of the
+// tile, 10 KB), completing on "full" mbarriers; every consumer thread releases a stage on its
+// "empty" mbarrier once its wgmmas have read it. Per K step a consumer thread loads its codes (one
+// 16-byte load per block) and row scales, builds the 2 x 4 A fragments (32 registers), issues the
+// 8 wgmmas and waits for them (the other warpgroup's wgmmas keep the tensor cores busy meanwhile).
+// Split K (few output tiles, small M): each split's CTA writes its float32 sums to `partial`, the
+// tile's last CTA (integer ticket) adds them in split order and runs the epilogue: deterministic.
+// Epilogue: ·(alpha·2^7), ·wcscales + bias (two float32 operations, §4.3), + u = Σ_r l·up (float32
+// fma on the CUDA cores from shared memory, r ascending), rounded to T, staged in
+// shared memory and stored row by row.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "cuda_check.hpp"
 #include "nvfp4_kernels.hpp"
-#include "nvfp4_primitives.cuh"
+#include "pdl.hpp"
+#include "sm90_primitives.cuh"
 
 namespace svdquant::cuda {
 namespace {
 
-using namespace nv;
+using namespace sm90;
 
-constexpr int kThreads = 256;
-constexpr int kTileBytes = kNvTileN * kNvTileK * 2;   // 16 KB per operand tile
-constexpr int kStageBytes = 2 * kTileBytes;           // A then B
-constexpr int kSmemBytes = 2 * kStageBytes;           // 64 KB
-constexpr int kLdsStride = kNvRankChunk + 1;          // floats per row of the epilogue's l / up chunk
-static_assert(2 * kNvTileM * kLdsStride * 4 <= kSmemBytes);
+constexpr int kConsumerThreads = 256;
+constexpr int kThreads = kConsumerThreads + 128;
+constexpr int kConsumerRegs = 240;  // setmaxnreg: 128 x (24 + 2 x 240) <= 65536
+constexpr int kActBytes = kNvTileM * kNvTileK * 2;  // 16 KB: one activation tile per K step
+constexpr int kStageBytes = kActBytes + kNvWStepBytes;
+constexpr int kStages = 8;
+constexpr int kStageTx = kStageBytes;
+constexpr int kLdsL = kNvTileM + 4;   // floats per rank row of the epilogue's l ([r][m])
+constexpr int kLdsU = kNvTileN + 4;   // floats per rank row of its up ([r][n])
+constexpr int kOutStride = kNvTileN + 8;  // T elements per staged output row
+constexpr size_t kBarrierOffset = size_t(kStages) * kStageBytes;
+constexpr size_t kSmemBytes = 1024 + kBarrierOffset + 2 * kStages * 8 + 16;
+static_assert(kStageBytes % 128 == 0 && kActBytes % 1024 == 0);
+static_assert(size_t(kNvMaxRank) * (kLdsL + kLdsU) * 4 <= kBarrierOffset);
+static_assert(size_t(kNvTileM) * kOutStride * 2 <= kBarrierOffset);
+static_assert(kSmemBytes <= 232448);
 
-__device__ __forceinline__ int tile_offset(int r, int k) { return (k / 8) * 2048 + (r / 8) * 128 + (r % 8) * 16 + (k % 8) * 2; }
-
-// One thread's share of a weight stage: row r = tid % 128, k half h = tid / 128 (32 codes).
-struct WRegs {
-  uint4 codes;
-  uint32_t scales;  // two e4m3 bytes (groups 2h, 2h + 1 of the stage)
-};
-
-__device__ __forceinline__ WRegs load_weights(const Nvfp4GemmParams& p, int64_t n0, int64_t kt, int tid) {
-  const int r = tid % kNvTileN, h = tid / kNvTileN;
-  const int64_t n = n0 + r;
-  WRegs w;
-  w.codes = __ldg(reinterpret_cast<const uint4*>(p.wcodes + n * (p.Kpad / 2) + kt * (kNvTileK / 2) + h * 16));
-  w.scales = __ldg(reinterpret_cast<const uint16_t*>(p.wscales + n * (p.Kpad / kNvGroup) + kt * (kNvTileK / kNvGroup) + 2 * h));
-  return w;
+// fp16 multiply of two packed pairs (exact here: see the top of this file).
+__device__ __forceinline__ uint32_t hmul2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  return d;
 }
 
-// Two e2m1 codes (low byte of c: low nibble first) times s -> a bf16 pair.
-__device__ __forceinline__ uint32_t dequant2(uint32_t c, float s) {
-  const float lo = __fmul_rn(e2m1_to_f32(c & 0xFu), s), hi = __fmul_rn(e2m1_to_f32((c >> 4) & 0xFu), s);
-  return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) | (uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
+// D[64 x 128] += A[64 x 16] (fp16, registers) * B[16 x 128] (fp16, shared, K-major).
+__device__ __forceinline__ void wgmma_m64n128k16_f16_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
 }
 
-__device__ __forceinline__ void store_weights(uint8_t* a_tile, const WRegs& w, int tid) {
-  const int r = tid % kNvTileN, h = tid / kNvTileN;
-  const float s0 = e4m3_to_f32(w.scales & 0xFFu), s1 = e4m3_to_f32((w.scales >> 8) & 0xFFu);
-  const uint32_t words[4] = {w.codes.x, w.codes.y, w.codes.z, w.codes.w};
+// Keeps registers allocated (and unchanged) up to this point: the wgmma reads its register
+// operand asynchronously, until the wait that follows it.
+__device__ __forceinline__ void hold_regs(uint32_t (&a)[4]) {
+  asm volatile("" : "+r"(a[0]), "+r"(a[1]), "+r"(a[2]), "+r"(a[3])::"memory");
+}
+
+// The four A registers of one k16 step from the packed word w (nv_pack_word) and the fp16 scale
+// pairs of the thread's two rows (s0: row rw, registers 0 and 2; s1: row rw + 8, registers 1, 3).
+__device__ __forceinline__ void dequant_step(uint32_t w, uint32_t s0, uint32_t s1, uint32_t (&a)[4]) {
 #pragma unroll
-  for (int c = 0; c < 4; ++c) {  // word c: 8 codes, k = 32h + 8c .. +7; group 2h + c / 2
-    const float s = c < 2 ? s0 : s1;
-    const uint32_t v = words[c];
-    const uint4 out = make_uint4(dequant2(v & 0xFFu, s), dequant2((v >> 8) & 0xFFu, s), dequant2((v >> 16) & 0xFFu, s),
-                                 dequant2(v >> 24, s));
-    *reinterpret_cast<uint4*>(a_tile + tile_offset(r, 32 * h + 8 * c)) = out;
+  for (int q = 0; q < 4; ++q) {
+    const uint32_t pat = ((w << (3 * q)) & 0x0E000E00u) | ((w << q) & 0x80008000u);
+    a[q] = hmul2(pat, q % 2 ? s1 : s0);
   }
-}
-
-// The activation stage: 128 rows x 8 chunks of 16 bytes, four per thread (row fastest: no bank
-// conflicts on the shared-memory side).
-__device__ __forceinline__ void load_acts(uint8_t* b_tile, const Nvfp4GemmParams& p, int64_t m0, int64_t kt, int tid) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int c = tid + i * kThreads, r = c % kNvTileM, kc = c / kNvTileM;
-    const uint16_t* src = p.act + (m0 + r) * p.Kpad + kt * kNvTileK + kc * 8;
-    cp_async16(b_tile + tile_offset(r, kc * 8), src);
-  }
-  cp_async_commit();
 }
 
 template <bool BF16>
@@ -92,116 +103,282 @@ __device__ __forceinline__ uint16_t to_half(float f) {
   else return __half_as_ushort(__float2half_rn(f));
 }
 
-template <bool BF16>
+template <bool BF16, bool PIPE>
 __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_constant__ Nvfp4GemmParams p) {
-  extern __shared__ __align__(128) uint8_t smem[];
-  const int tid = threadIdx.x, wg = tid / 128, t = tid % 128, warp = t / 32, lane = t % 32;
-  const int64_t n0 = int64_t(blockIdx.x) * kNvTileN, m0 = int64_t(blockIdx.y) * kNvTileM;
-  const int64_t KT = p.Kpad / kNvTileK;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);
+  uint64_t* empty = full + kStages;
+  uint32_t* flag = reinterpret_cast<uint32_t*>(empty + kStages);
 
-  float d[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) d[i] = 0.0f;
+  const int64_t Nt = nv_round_up(p.N, kNvTileN) / kNvTileN, KT = p.Kpad / kNvTileK;
+  const int64_t tile = int64_t(blockIdx.x) / p.splits, split = int64_t(blockIdx.x) % p.splits;
+  const int64_t nt = tile % Nt, mt = tile / Nt;
+  const int64_t k0 = split * p.k_steps_per_split, k1 = KT < k0 + p.k_steps_per_split ? KT : k0 + p.k_steps_per_split;
+  const int nk = int(k1 - k0);
 
-  WRegs w = load_weights(p, n0, 0, tid);
-  load_acts(smem + kTileBytes, p, m0, 0, tid);
-  store_weights(smem, w, tid);
-  cp_async_wait_all();
-  fence_proxy_async();
-  __syncthreads();
-
-  for (int64_t kt = 0; kt < KT; ++kt) {
-    uint8_t* cur = smem + (kt & 1) * kStageBytes;
-    uint8_t* nxt = smem + ((kt + 1) & 1) * kStageBytes;
-    const bool more = kt + 1 < KT;
-    if (more) {
-      w = load_weights(p, n0, kt + 1, tid);
-      load_acts(nxt + kTileBytes, p, m0, kt + 1, tid);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(&full[s], 1);
+      mbar_init(&empty[s], kConsumerThreads);
     }
-    wgmma_fence();
-    fence_regs(d);
+    mbar_init_fence();
+  }
+  __syncthreads();
+  // Launched with PDL (pdl.hpp): no global access before the previous kernel is done.
+  pdl_wait();
+  pdl_launch_dependents();
+
+  if (threadIdx.x >= kConsumerThreads) {
+    setmaxnreg_dec<24>();
+    if (threadIdx.x == kConsumerThreads) {
+      const uint8_t* act = reinterpret_cast<const uint8_t*>(p.act) + (mt * KT + k0) * kActBytes;
+      const uint8_t* w = p.wpack + (nt * KT + k0) * kNvWStepBytes;
+      for (int i = 0; i < nk; ++i) {
+        const int s = i % kStages;
+        if (i >= kStages) mbar_wait(&empty[s], uint32_t((i / kStages) & 1) ^ 1u);
+        uint8_t* st = smem + size_t(s) * kStageBytes;
+        mbar_arrive_expect_tx(&full[s], kStageTx);
+        bulk_copy_g2s(st, act + size_t(i) * kActBytes, kActBytes, &full[s]);
+        bulk_copy_g2s(st + kActBytes, w + size_t(i) * kNvWStepBytes, kNvWStepBytes, &full[s]);
+      }
+    }
+    return;
+  }
+  setmaxnreg_inc<kConsumerRegs>();
+
+  const int tid = threadIdx.x, wg = tid / 128, t = tid % 128, warp = t / 32, lane = t % 32;
+  const int rw = warp * 16 + lane / 4;  // this thread's rows rw, rw + 8 of each 64-row block
+  float acc[2][64];
 #pragma unroll
-    for (int j = 0; j < kNvTileK / 16; ++j) {
-      // k16 step j: core matrices 2j, 2j + 1 along K (2048 bytes apart); warpgroup wg's 64 rows
-      // start at core row 8 wg (1024 bytes).
-      const uint64_t da = smem_desc(cur + j * 2 * 2048 + wg * 1024, 2048, 128);
-      const uint64_t db = smem_desc(cur + kTileBytes + j * 2 * 2048, 2048, 128);
-      wgmma_m64n128k16_bf16_ss(d, da, db);
+  for (int b = 0; b < 2; ++b)
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[b][i] = 0.0f;
+
+  // Stage i's A fragments: codes (one 16-byte load per block) and the scales of rows rw, rw + 8.
+  auto build = [&](int i, uint32_t (&a)[2][4][4]) {
+    const int s = i % kStages;
+    mbar_wait(&full[s], uint32_t((i / kStages) & 1));
+    const uint8_t* st = smem + size_t(s) * kStageBytes;
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      const uint8_t* blk = st + kActBytes + (2 * wg + b) * kNvWBlockBytes;
+      const uint4 codes = *reinterpret_cast<const uint4*>(blk + t * 16);
+      const uint2 sc0 = *reinterpret_cast<const uint2*>(blk + 2048 + rw * 8);
+      const uint2 sc1 = *reinterpret_cast<const uint2*>(blk + 2048 + (rw + 8) * 8);
+      const uint32_t cw[4] = {codes.x, codes.y, codes.z, codes.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        // The scale of group j (one k16 step) in both halves of a register.
+        const uint32_t w0 = j < 2 ? sc0.x : sc0.y, w1 = j < 2 ? sc1.x : sc1.y;
+        const uint32_t sel = j % 2 ? 0x3232u : 0x1010u;
+        dequant_step(cw[j], __byte_perm(w0, 0, sel), __byte_perm(w1, 0, sel), a[b][j]);
+      }
+    }
+  };
+  auto issue = [&](int i, uint32_t (&a)[2][4][4]) {
+    const uint8_t* st = smem + size_t(i % kStages) * kStageBytes;
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      // k16 step j: core matrices 2j, 2j + 1 along K (2048 bytes apart), 8-row groups 128 apart.
+      const uint64_t db = smem_desc(st + j * 2 * 2048, 2048, 128);
+#pragma unroll
+      for (int b = 0; b < 2; ++b) wgmma_m64n128k16_f16_rs(acc[b], a[b][j], db);
     }
     wgmma_commit();
-    if (more) store_weights(nxt, w, tid);
-    wgmma_wait0();
-    fence_regs(d);
-    cp_async_wait_all();
-    fence_proxy_async();
-    __syncthreads();
+  };
+  auto retire = [&](int i, uint32_t (&a)[2][4][4]) {
+    wgmma_wait<0>();
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      fence_regs(acc[b]);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) hold_regs(a[b][j]);
+    }
+    mbar_arrive(&empty[i % kStages]);
+  };
+  if constexpr (!PIPE) {
+    for (int i = 0; i < nk; ++i) {
+      uint32_t a[2][4][4];
+      build(i, a);
+      issue(i, a);
+      retire(i, a);
+    }
+  } else {
+    // Stage i + 1's fragments are built while stage i's wgmmas run (two register sets).
+    uint32_t a0[2][4][4], a1[2][4][4];
+    build(0, a0);
+    for (int i = 0; i < nk; i += 2) {
+      issue(i, a0);
+      if (i + 1 < nk) build(i + 1, a1);
+      retire(i, a0);
+      if (i + 1 >= nk) break;
+      issue(i + 1, a1);
+      if (i + 2 < nk) build(i + 2, a0);
+      retire(i + 1, a1);
+    }
   }
 
-  // Epilogue. d[i], i = 4 c8 + 2 hh + e: row (weight n) 16 warp + lane / 4 + 8 hh of this
-  // warpgroup's 64, column (activation m) 8 c8 + 2 (lane % 4) + e.
-  const int nl0 = wg * 64 + warp * 16 + lane / 4;  // local n of hh = 0 (hh = 1: + 8)
-  const int ml0 = 2 * (lane % 4);                  // local m of c8 = 0, e = 0
-  {
-    const float wc0 = p.wcscales[n0 + nl0], wc1 = p.wcscales[n0 + nl0 + 8];
-    const float b0 = p.bias[n0 + nl0], b1 = p.bias[n0 + nl0 + 8];
+  // Split K: the partial sums of this split, then the tile's last CTA adds all in split order.
+  if (p.splits > 1) {
+    float4* part = reinterpret_cast<float4*>(p.partial) + (tile * p.splits + split) * (kConsumerThreads * 32);
+#pragma unroll
+    for (int b = 0; b < 2; ++b)
+#pragma unroll
+      for (int i4 = 0; i4 < 16; ++i4)
+        part[(b * 16 + i4) * kConsumerThreads + tid] =
+            make_float4(acc[b][4 * i4], acc[b][4 * i4 + 1], acc[b][4 * i4 + 2], acc[b][4 * i4 + 3]);
+    __threadfence();
+    named_barrier(1, kConsumerThreads);
+    if (tid == 0) {
+      const uint32_t ticket = atomicAdd(&p.tickets[tile], 1u);
+      const bool last = ticket == uint32_t(p.splits - 1);
+      if (last) p.tickets[tile] = 0;  // ready for the next call (stream-ordered)
+      *flag = last;
+    }
+    named_barrier(1, kConsumerThreads);
+    if (!*flag) return;
+    __threadfence();
+    const float4* base = reinterpret_cast<const float4*>(p.partial) + tile * p.splits * (kConsumerThreads * 32);
+#pragma unroll
+    for (int b = 0; b < 2; ++b)
+#pragma unroll
+      for (int i4 = 0; i4 < 16; ++i4) {
+        float4 v = __ldcg(&base[(b * 16 + i4) * kConsumerThreads + tid]);
+        for (int sp = 1; sp < p.splits; ++sp) {
+          const float4 u = __ldcg(&base[size_t(sp) * kConsumerThreads * 32 + (b * 16 + i4) * kConsumerThreads + tid]);
+          v.x = __fadd_rn(v.x, u.x);
+          v.y = __fadd_rn(v.y, u.y);
+          v.z = __fadd_rn(v.z, u.z);
+          v.w = __fadd_rn(v.w, u.w);
+        }
+        acc[b][4 * i4] = v.x, acc[b][4 * i4 + 1] = v.y, acc[b][4 * i4 + 2] = v.z, acc[b][4 * i4 + 3] = v.w;
+      }
+  }
+
+  // Epilogue. acc[b][i], i = 4 c8 + 2 hh + e: weight row (output column) 128 wg + 64 b + rw + 8 hh
+  // of the tile, activation row (output row) 8 c8 + 2 (lane % 4) + e.
+  const int64_t n0 = nt * kNvTileN, m0 = mt * kNvTileM;
+  const int ml0 = 2 * (lane % 4);
+  const float scale = __fmul_rn(p.alpha, float(1 << kNvWScaleShift));
+#pragma unroll
+  for (int b = 0; b < 2; ++b)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int64_t n = n0 + 128 * wg + 64 * b + rw + 8 * hh;
+      const float wc = p.wcscales[n], bi = p.bias[n];
+#pragma unroll
+      for (int c8 = 0; c8 < 16; ++c8)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& d = acc[b][4 * c8 + 2 * hh + e];
+          d = __fadd_rn(__fmul_rn(__fmul_rn(d, scale), wc), bi);
+        }
+    }
+  if (p.Rpad > 0) {
+    // u = Σ_r l[m][r] · up[n][r], r ascending, added to y afterwards (§4.3: T(y + u)); all ranks
+    // of l (the tile's 128 rows) and up (its 256 columns) in shared memory at once, and u for one
+    // 64-row block at a time (128 accumulators + 64 partial sums fit the registers; 256 do not).
+    float* ls = reinterpret_cast<float*>(smem);  // [Rpad][kLdsL]
+    float* us = ls + p.Rpad * kLdsL;             // [Rpad][kLdsU]
+    named_barrier(1, kConsumerThreads);
+    for (int x = tid; x < kNvTileM * p.Rpad; x += kConsumerThreads) {
+      const int row = x / p.Rpad, r = x % p.Rpad;
+      ls[r * kLdsL + row] = p.lact[(m0 + row) * p.Rpad + r];
+    }
+    for (int x = tid; x < kNvTileN * p.Rpad; x += kConsumerThreads) {
+      const int row = x / p.Rpad, r = x % p.Rpad;
+      us[r * kLdsU + row] = p.proj_up[(n0 + row) * p.Rpad + r];
+    }
+    named_barrier(1, kConsumerThreads);
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      float u[64];
+#pragma unroll
+      for (int i = 0; i < 64; ++i) u[i] = 0.0f;
+      const float* ub = us + 128 * wg + 64 * b + rw;
+#pragma unroll 2
+      for (int r = 0; r < p.Rpad; ++r) {
+        const float up0 = ub[r * kLdsU], up1 = ub[r * kLdsU + 8];
+#pragma unroll
+        for (int c8 = 0; c8 < 16; ++c8) {
+          const float2 l = *reinterpret_cast<const float2*>(&ls[r * kLdsL + 8 * c8 + ml0]);
+          u[4 * c8] = __fmaf_rn(l.x, up0, u[4 * c8]);
+          u[4 * c8 + 1] = __fmaf_rn(l.y, up0, u[4 * c8 + 1]);
+          u[4 * c8 + 2] = __fmaf_rn(l.x, up1, u[4 * c8 + 2]);
+          u[4 * c8 + 3] = __fmaf_rn(l.y, up1, u[4 * c8 + 3]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 64; ++i) acc[b][i] = __fadd_rn(acc[b][i], u[i]);
+    }
+  }
+  // Staged as [m][n] T in shared memory, then stored row by row (16-byte chunks where aligned).
+  named_barrier(1, kConsumerThreads);
+  uint16_t* so = reinterpret_cast<uint16_t*>(smem);
+#pragma unroll
+  for (int b = 0; b < 2; ++b)
 #pragma unroll
     for (int i = 0; i < 64; ++i) {
-      const bool hh = (i >> 1) & 1;
-      d[i] = __fadd_rn(__fmul_rn(__fmul_rn(d[i], p.alpha), hh ? wc1 : wc0), hh ? b1 : b0);
+      const int c8 = i >> 2, hh = (i >> 1) & 1, e = i & 1;
+      so[(8 * c8 + ml0 + e) * kOutStride + 128 * wg + 64 * b + rw + 8 * hh] = to_half<BF16>(acc[b][i]);
     }
-  }
-  if (p.Rpad > 0) {
-    float u[64];
-#pragma unroll
-    for (int i = 0; i < 64; ++i) u[i] = 0.0f;
-    float* ls = reinterpret_cast<float*>(smem);          // [128 m][33]
-    float* us = ls + kNvTileM * kLdsStride;              // [128 n][33]
-    for (int rc = 0; rc < p.Rpad; rc += kNvRankChunk) {
-      __syncthreads();
-      for (int i = tid; i < kNvTileM * kNvRankChunk; i += kThreads) {
-        const int row = i / kNvRankChunk, r = i % kNvRankChunk;
-        ls[row * kLdsStride + r] = p.lact[(m0 + row) * p.Rpad + rc + r];
-        us[row * kLdsStride + r] = p.proj_up[(n0 + row) * p.Rpad + rc + r];
-      }
-      __syncthreads();
-#pragma unroll 4
-      for (int r = 0; r < kNvRankChunk; ++r) {
-        const float up0 = us[nl0 * kLdsStride + r], up1 = us[(nl0 + 8) * kLdsStride + r];
-#pragma unroll
-        for (int c8 = 0; c8 < 16; ++c8)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float l = ls[(8 * c8 + ml0 + e) * kLdsStride + r];
-            u[4 * c8 + e] = __fmaf_rn(l, up0, u[4 * c8 + e]);
-            u[4 * c8 + 2 + e] = __fmaf_rn(l, up1, u[4 * c8 + 2 + e]);
-          }
-      }
+  named_barrier(1, kConsumerThreads);
+  const bool vec = p.N % 8 == 0 && (reinterpret_cast<uintptr_t>(p.y) & 15) == 0;
+  constexpr int kChunks = kNvTileN / 8;  // 16-byte chunks per staged row
+  for (int x = tid; x < kNvTileM * kChunks; x += kConsumerThreads) {
+    const int row = x / kChunks, ch = x % kChunks;
+    const int64_t m = m0 + row, n = n0 + ch * 8;
+    if (m >= p.M || n >= p.N) continue;
+    const uint16_t* src = so + row * kOutStride + ch * 8;
+    uint16_t* dst = p.y + m * p.N + n;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < 8 && n + e < p.N; ++e) dst[e] = src[e];
     }
-#pragma unroll
-    for (int i = 0; i < 64; ++i) d[i] = __fadd_rn(d[i], u[i]);
-  }
-#pragma unroll
-  for (int i = 0; i < 64; ++i) {
-    const int c8 = i >> 2, hh = (i >> 1) & 1, e = i & 1;
-    const int64_t n = n0 + nl0 + 8 * hh, m = m0 + 8 * c8 + ml0 + e;
-    if (n < p.N && m < p.M) p.y[m * p.N + n] = to_half<BF16>(d[i]);
   }
 }
 
 }  // namespace
 
+Nvfp4Split nvfp4_gemm_splits(int64_t M, int64_t N, int64_t Kpad, int sms) {
+  Nvfp4Split s;
+  const int64_t tiles = (nv_round_up(N, kNvTileN) / kNvTileN) * (nv_round_up(M, kNvTileM) / kNvTileM);
+  const int64_t KT = Kpad / kNvTileK;
+  int64_t splits = 1;
+  // Split only where the tiles leave most SMs idle; every split keeps at least 4 K steps.
+  if (2 * tiles <= sms) splits = std::min<int64_t>(sms / tiles, KT / 4);
+  splits = std::max<int64_t>(splits, 1);
+  const int64_t per = (KT + splits - 1) / splits;
+  splits = (KT + per - 1) / per;  // no empty split
+  s.splits = int(splits);
+  s.k_steps_per_split = int(per);
+  if (splits > 1) {
+    s.partial_bytes = size_t(tiles * splits) * kNvTileN * kNvTileM * 4;
+    s.ticket_bytes = size_t(tiles) * 4;
+  }
+  return s;
+}
+
 void launch_nvfp4_gemm(const Nvfp4GemmParams& p, cudaStream_t stream) {
   if (p.M <= 0 || p.N <= 0) return;
-  const dim3 grid(unsigned(nv_round_up(p.N, kNvTileN) / kNvTileN), unsigned(nv_round_up(p.M, kNvTileM) / kNvTileM));
-  if (p.dtype == HalfType::BF16) {
-    check(cudaFuncSetAttribute(nvfp4_gemm_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
+  if (p.splits < 1 || p.k_steps_per_split < 1 || (p.splits > 1 && (!p.partial || !p.tickets)))
+    throw std::invalid_argument("launch_nvfp4_gemm: splits not set (nvfp4_gemm_splits)");
+  const int64_t tiles = (nv_round_up(p.N, kNvTileN) / kNvTileN) * (nv_round_up(p.M, kNvTileM) / kNvTileM);
+  const dim3 grid(unsigned(tiles * p.splits));
+  auto go = [&](auto kernel) {
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)),
           "cudaFuncSetAttribute(nvfp4_gemm)");
-    nvfp4_gemm_kernel<true><<<grid, kThreads, kSmemBytes, stream>>>(p);
-  } else {
-    check(cudaFuncSetAttribute(nvfp4_gemm_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes),
-          "cudaFuncSetAttribute(nvfp4_gemm)");
-    nvfp4_gemm_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(p);
-  }
+    launch_pdl(kernel, grid, dim3(kThreads), kSmemBytes, stream, "cudaLaunchKernelEx(nvfp4_gemm)", p);
+  };
+  static const bool pipe = [] {  // TEMPORARY A/B switch (perf-notes v13), removed after measuring
+    const char* e = std::getenv("SVDQ_NV_PIPE");
+    return e && *e == '1';
+  }();
+  if (p.dtype == HalfType::BF16) pipe ? go(nvfp4_gemm_kernel<true, true>) : go(nvfp4_gemm_kernel<true, false>);
+  else pipe ? go(nvfp4_gemm_kernel<false, true>) : go(nvfp4_gemm_kernel<false, false>);
   check_launch("nvfp4_gemm_kernel");
 }
 

@@ -1,16 +1,17 @@
 // Launchers of the nvfp4 kernels of the cuda-sm90 backend (nvfp4_act.cu, nvfp4_gemm.cu).
 //
 // Layouts (all built by Nvfp4Layer / its workspace; Kpad = round_up(K, 64), Mpad = round_up(M,
-// 128), Npad = round_up(N, 128), Rpad = round_up(R, 32)):
-//   act      [Mpad][Kpad] bf16: the dequantized activations q·s (NUMERICS.md §3; e2m1 × e4m3 is
-//            exact in bf16), row-major. Columns >= K are zero (the workspace is cleared when it
-//            is allocated; the kernel never writes them); rows >= M are never stored from.
+// 128), Npad = round_up(N, 256), Rpad = round_up(R, 32)):
+//   act      the dequantized activations q·s (NUMERICS.md §3) as fp16 (e2m1 × e4m3 has at most 6
+//            significant bits and lies in [2^-10, 2688]: exact in fp16), in [Mpad/128][Kpad/64]
+//            tiles of 128 rows x 64 columns (16 KB each, contiguous, one bulk copy per GEMM stage),
+//            each in wgmma's K-major no-swizzle core-matrix order (nv_act_index). Columns >= K are
+//            zero (the workspace is cleared when it is allocated; the kernel never writes them).
 //   lact     [Mpad][Rpad] float32 low-rank activations (§4.3), columns >= R zero.
-//   wcodes   [Npad][Kpad/2] e2m1 codes, two per byte, low nibble = even k (FORMAT.md's packing,
-//            zero-padded).
-//   wscales  [Npad][Kpad/16] e4m3 weight group scales (transposed from the canonical [K/16, N],
-//            zero-padded: padding contributes 0).
-//   proj_down [K][Rpad] float32, proj_up [Npad][Rpad] float32, wcscales/bias [Npad] float32.
+//   wpack    the weights for the GEMM's register operand (nv_weight_index, Nvfp4WeightPack):
+//            per 64-row block and K step of 64, the e2m1 codes in wgmma A-fragment order and the
+//            e4m3 group scales.
+//   proj_up [Npad][Rpad] float32, wcscales/bias [Npad] float32.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -23,11 +24,19 @@ namespace svdquant::cuda {
 inline constexpr int kNvGroup = 16;     // nvfp4 group size along K (NUMERICS.md §1)
 inline constexpr int kNvTileK = 64;     // K per GEMM pipeline stage (K is padded to it)
 inline constexpr int kNvTileM = 128;    // activation rows per GEMM CTA (wgmma N)
-inline constexpr int kNvTileN = 128;    // weight rows per GEMM CTA (2 warpgroups x wgmma M 64)
+inline constexpr int kNvTileN = 256;    // weight rows per GEMM CTA (2 warpgroups x 2 wgmma M 64 blocks)
+inline constexpr int kNvWBlock = 64;     // weight rows of one wgmma A operand (one packed block)
 inline constexpr int kNvRankChunk = 32; // the rank is padded to a multiple of this
 inline constexpr int kNvMaxRank = 128;
 
-inline int64_t nv_round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+__host__ __device__ inline int64_t nv_round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// Element (m, k) of the act workspace (uint16 index): tile (m / 128, k / 64), core matrix
+// (k % 64 / 8, m % 128 / 8) of 8 rows x 16 bytes, row m % 8, element k % 8.
+__host__ __device__ inline int64_t nv_act_index(int64_t m, int64_t k, int64_t Kpad) {
+  return ((m / kNvTileM) * (Kpad / kNvTileK) + k / kNvTileK) * (kNvTileM * kNvTileK) + (k % kNvTileK / 8) * 1024 +
+         (m % kNvTileM / 8) * 64 + (m % 8) * 8 + k % 8;
+}
 inline int64_t nv_padded_rank(int64_t R) { return R <= 0 ? 0 : nv_round_up(R, kNvRankChunk); }
 
 // NUMERICS.md §2 (no shift: nvfp4 layers are signed) and §3 (nvfp4): one thread per row and
@@ -55,22 +64,47 @@ struct Nvfp4LowrankParams {
 };
 void launch_nvfp4_lowrank(const Nvfp4LowrankParams& p, cudaStream_t stream);
 
-// NUMERICS.md §4.1 (a different float32 summation order: bf16 wgmma with float32 accumulation
-// over all of K of the exact products (q_a·s_a)·(q_w·s_w)), ×alpha, §4.3 epilogue.
+// The packed weights (Nvfp4Layer builds them, nvfp4_pack.hpp): for each 256-row tile nt and K step
+// kt of 64, four 64-row blocks of kNvWBlockBytes, contiguous (one bulk copy per GEMM stage):
+//   bytes [0, 2048): the codes of the block's A fragments, 16 bytes per thread t of the consumer
+//     warpgroup, one 32-bit word per k16 step j (nv_pack_word: the eight values of wgmma's A
+//     fragment in a bit order that turns into fp16 patterns with shifts and masks);
+//   bytes [2048, 2560): fp16 (s_w · 2^7) for the block's 64 rows x 4 groups of 16, row-major
+//     (8 bytes per row).
+inline constexpr int kNvWBlockBytes = 2560;
+inline constexpr int kNvWStepBytes = (kNvTileN / kNvWBlock) * kNvWBlockBytes;  // 10240 per tile and K step
+// The packed scales are s_w · 2^7 and the fp16 code patterns e2m1 · 2^-14, so the wgmma sums
+// carry 2^-7, which the epilogue takes back with alpha · 2^7 (exact: powers of two).
+inline constexpr int kNvWScaleShift = 7;
+
+// NUMERICS.md §4.1 in another float32 summation order: fp16 wgmma with float32 accumulation over
+// all of K of the exact products (q_a·s_a)·(q_w·s_w), ×alpha, §4.3 epilogue. With splits > 1 the
+// K steps are divided among `splits` CTAs per output tile (k_steps_per_split each); their float32
+// partial sums (partial: [tiles][splits][128 x 256] float32) are added in split order by the
+// tile's last CTA (tickets: [tiles] uint32, zero between calls).
 struct Nvfp4GemmParams {
-  const uint16_t* act = nullptr;      // [Mpad][Kpad] bf16
-  const uint8_t* wcodes = nullptr;    // [Npad][Kpad/2]
-  const uint8_t* wscales = nullptr;   // [Npad][Kpad/16]
+  const uint16_t* act = nullptr;      // nv_act_index layout, fp16
+  const uint8_t* wpack = nullptr;     // [Npad / 256][Kpad / 64][kNvWStepBytes]
   const float* lact = nullptr;        // [Mpad][Rpad] (unused when Rpad == 0)
   const float* proj_up = nullptr;     // [Npad][Rpad]
   const float* wcscales = nullptr;    // [Npad]
   const float* bias = nullptr;        // [Npad]
   uint16_t* y = nullptr;              // [M, N] T
+  float* partial = nullptr;           // splits > 1 only
+  uint32_t* tickets = nullptr;        // splits > 1 only
   int64_t M = 0, N = 0, Kpad = 0;
   int Rpad = 0;
+  int splits = 1, k_steps_per_split = 0;  // set by nvfp4_gemm_splits
   float alpha = 1.0f;
   HalfType dtype = HalfType::BF16;
 };
+// The split of the K steps for an M x N x Kpad GEMM on `sms` SMs (splits, steps per split), and
+// the partial-sum / ticket bytes it needs.
+struct Nvfp4Split {
+  int splits = 1, k_steps_per_split = 0;
+  size_t partial_bytes = 0, ticket_bytes = 0;
+};
+Nvfp4Split nvfp4_gemm_splits(int64_t M, int64_t N, int64_t Kpad, int sms);
 void launch_nvfp4_gemm(const Nvfp4GemmParams& p, cudaStream_t stream);
 
 }  // namespace svdquant::cuda

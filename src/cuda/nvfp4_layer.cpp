@@ -3,12 +3,15 @@
 #include "nvfp4_layer.hpp"
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "cuda_check.hpp"
+#include "nvfp4_pack.hpp"
 #include "sm90_pack.hpp"
+#include "weight_scratch.hpp"
 #include "svdquant/error.hpp"
 #include "svdquant/float_formats.hpp"
 
@@ -32,19 +35,14 @@ Nvfp4Layer::Nvfp4Layer(const LayerWeights& w, const ForwardOptions& opt) {
   Kpad_ = nv_round_up(K, kNvTileK);
   Npad_ = nv_round_up(N, kNvTileN);
   const HalfKind T = desc.dtype;
-  {  // codes [Npad][Kpad/2]: the canonical rows, zero-padded
-    const Tensor q = contiguous_host(w.qweight);
-    std::vector<uint8_t> out(size_t(Npad_ * Kpad_ / 2), 0);
-    for (int64_t n = 0; n < N; ++n) std::memcpy(&out[size_t(n * Kpad_ / 2)], q.data_as<uint8_t>() + n * (K / 2), size_t(K / 2));
-    wcodes_.upload(out.data(), out.size());
+  {  // the GEMM's register-operand layout (nvfp4_pack.hpp)
+    const auto packed = pack_nvfp4_weights(w.qweight, w.wscales, N, K);
+    wpack_.upload(packed.data(), packed.size());
   }
-  {  // scales [Npad][Kpad/16] from the canonical [K/16, N]
-    const Tensor s = contiguous_host(w.wscales);
-    const int64_t G = K / kNvGroup, Gpad = Kpad_ / kNvGroup;
-    std::vector<uint8_t> out(size_t(Npad_ * Gpad), 0);
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t n = 0; n < N; ++n) out[size_t(n * Gpad + g)] = s.data_as<uint8_t>()[g * N + n];
-    wscales_.upload(out.data(), out.size());
+  sms_ = sm_count(device_);
+  {  // split-K tickets: a layer splits only when its tiles fill at most half the SMs
+    const std::vector<uint32_t> zeros(size_t(sms_ > 0 ? sms_ : 1), 0u);
+    tickets_.upload(zeros.data(), zeros.size() * 4);
   }
   {
     const Tensor sm = contiguous_host(w.smooth);
@@ -120,8 +118,7 @@ void Nvfp4Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const 
 
   Nvfp4GemmParams g;
   g.act = act_.as<uint16_t>();
-  g.wcodes = wcodes_.as<uint8_t>();
-  g.wscales = wscales_.as<uint8_t>();
+  g.wpack = wpack_.as<uint8_t>();
   g.lact = lact_.as<float>();
   g.proj_up = proj_up_.as<float>();
   g.wcscales = wcscales_.as<float>();
@@ -133,6 +130,18 @@ void Nvfp4Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const 
   g.Rpad = int(Rpad_);
   g.alpha = alpha_;
   g.dtype = ht;
+  // Split K where the output tiles leave SMs idle; the partial sums live in the device's shared
+  // scratch (weight_scratch.hpp), which a CUDA-graph capture cannot lease: captures do not split.
+  Nvfp4Split sp = nvfp4_gemm_splits(M, N, Kpad_, sms_);
+  if (capturing) sp = nvfp4_gemm_splits(M, N, Kpad_, 0);
+  g.splits = sp.splits;
+  g.k_steps_per_split = sp.k_steps_per_split;
+  std::optional<WeightScratch::Lease> lease;
+  if (sp.splits > 1) {
+    lease.emplace(WeightScratch::current(), sp.partial_bytes, stream);
+    g.partial = reinterpret_cast<float*>(lease->data());
+    g.tickets = tickets_.as<uint32_t>();
+  }
   launch_nvfp4_gemm(g, stream);
   order_.after_launch(stream, capturing);
 }

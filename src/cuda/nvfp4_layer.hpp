@@ -1,5 +1,5 @@
 // An nvfp4 layer prepared for the cuda-sm90 backend: weights in the layouts of nvfp4_kernels.hpp
-// (codes kept 4-bit, scales e4m3, dequantized to bf16 inside the GEMM), plus a reusable
+// (codes kept 4-bit, dequantized to fp16 in the GEMM's registers), plus a reusable
 // workspace for the activations. Same call contract as Sm90Layer (ordering across streams,
 // CUDA-graph capture: the workspace must have been sized by an earlier call with as many rows).
 #pragma once
@@ -32,7 +32,8 @@ class Nvfp4Layer final : public PreparedLayer {
   int device_ = 0;
   int64_t Kpad_ = 0, Npad_ = 0, Rpad_ = 0;
   float alpha_ = 1.0f;
-  DeviceBuffer wcodes_, wscales_, smooth_, proj_down_, proj_up_, wcscales_, bias_;
+  int sms_ = 0;
+  DeviceBuffer wpack_, tickets_, smooth_, proj_down_, proj_up_, wcscales_, bias_;
 
   mutable int64_t ws_rows_ = 0;
   mutable DeviceBuffer act_, lact_;
