@@ -19,6 +19,7 @@
 
 #include "act_workspace.hpp"
 #include "device_buffer.hpp"
+#include "nvfp4_act_pack.hpp"
 #include "nvfp4_kernels.hpp"
 #include "nvfp4_pack.hpp"
 #include "sm90_kernels.hpp"
@@ -324,39 +325,45 @@ int main(int argc, char** argv) {
     std::printf("\nnvfp4 kernels alone, K = N = 3072 (us)\n");
     for (int64_t M : profile ? std::vector<int64_t>{profile_m} : std::vector<int64_t>{256, 4608}) {
       const int64_t Mp = cuda::nv_round_up(M, cuda::kNvTileM);
-      cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2)), smooth, act(size_t(Mp * Kp * 2)),
+      cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2)), smooth, rcp, act(size_t(Mp * Kp * 2)),
           lact(size_t(Mp * Rp * 4)), wpack, pdn, pup, wc, bias, partial, tickets;
       {
         const auto hx = random_bf16(size_t(M * K), 1.0f, rng);
         ck(cudaMemcpy(x.get(), hx.data(), x.size(), cudaMemcpyHostToDevice), "x");
-        std::vector<uint16_t> sm(size_t(K), f32_to_bf16(1.25f));
-        smooth.upload(sm.data(), sm.size() * 2);
+        Tensor sm = Tensor::zeros(DType::BF16, {K});
+        for (int64_t k = 0; k < K; ++k) sm.data_as<uint16_t>()[k] = f32_to_bf16(1.25f);
+        smooth.upload(sm.data(), sm.nbytes());
+        const auto r = cuda::pack_nv_smooth_reciprocal(sm, K);
+        rcp.upload(r.data(), r.size() * 4);
         Tensor q = Tensor::zeros(DType::U8, {N, K / 2}), sc = Tensor::zeros(DType::F8_E4M3, {K / 16, N});
         for (int64_t i = 0; i < q.numel(); ++i) q.data_as<uint8_t>()[i] = uint8_t(rng());
         for (int64_t i = 0; i < sc.numel(); ++i) sc.data_as<uint8_t>()[i] = uint8_t(0x20 + rng() % 0x20);
         const auto packed = cuda::pack_nvfp4_weights(q, sc, N, K);
         wpack.upload(packed.data(), packed.size());
-        const std::vector<float> d(size_t(K * Rp), 0.01f), u(size_t(Np * Rp), 0.01f), one(size_t(Np), 1.0f);
+        Tensor pd = Tensor::zeros(DType::BF16, {K, R});
+        for (int64_t i = 0; i < pd.numel(); ++i) pd.data_as<uint16_t>()[i] = f32_to_bf16(0.01f);
+        const auto d = cuda::pack_nv_proj_down(pd, K, R, Rp);
+        const std::vector<float> u(size_t(Np * Rp), 0.01f), one(size_t(Np), 1.0f);
         pdn.upload(d.data(), d.size() * 4);
         pup.upload(u.data(), u.size() * 4);
         wc.upload(one.data(), one.size() * 4);
         bias.upload(one.data(), one.size() * 4);
         ck(cudaMemset(act.get(), 0, act.size()), "act");
       }
-      cuda::Nvfp4ActParams a;
+      cuda::Nvfp4ActParams a;  // act and lact in one kernel (a0: the same without the low-rank branch)
       a.x = x.as<uint16_t>();
       a.smooth = smooth.as<uint16_t>();
+      a.smooth_rcp = rcp.as<float>();
+      a.pdfrag = pdn.as<uint32_t>();
       a.act = act.as<uint16_t>();
+      a.lact = lact.as<float>();
       a.M = M;
       a.K = K;
       a.Kpad = Kp;
-      cuda::Nvfp4LowrankParams l;
-      l.x = x.as<uint16_t>();
-      l.proj_down = pdn.as<float>();
-      l.lact = lact.as<float>();
-      l.M = M;
-      l.K = K;
-      l.Rpad = int(Rp);
+      a.R = int(R);
+      a.Rpad = int(Rp);
+      cuda::Nvfp4ActParams a0 = a;
+      a0.R = a0.Rpad = 0;
       cuda::Nvfp4GemmParams g;
       g.act = act.as<uint16_t>();
       g.wpack = wpack.as<uint8_t>();
@@ -381,10 +388,19 @@ int main(int argc, char** argv) {
         g.tickets = tickets.as<uint32_t>();
       }
       const double ta = timer.median_ms([&] { cuda::launch_nvfp4_act(a, stream); });
-      const double tl = timer.median_ms([&] { cuda::launch_nvfp4_lowrank(l, stream); });
+      const double ta0 = timer.median_ms([&] { cuda::launch_nvfp4_act(a0, stream); });
       const double tg = timer.median_ms([&] { cuda::launch_nvfp4_gemm(g, stream); });
-      std::printf("M=%lld nvfp4: activations %.1f | low-rank down %.1f | GEMM %.1f (%.0f TOPS, %d splits)\n", (long long)M,
-                  ta * 1e3, tl * 1e3, tg * 1e3, 2.0 * double(M) * double(N) * double(K) / (tg * 1e9), sp.splits);
+      // The GEMM without its low-rank epilogue, and unsplit.
+      g.Rpad = 0;
+      const double tg_nolr = timer.median_ms([&] { cuda::launch_nvfp4_gemm(g, stream); });
+      g.Rpad = int(Rp);
+      g.splits = 1;
+      g.k_steps_per_split = int(Kp / cuda::kNvTileK);
+      const double tg_one = timer.median_ms([&] { cuda::launch_nvfp4_gemm(g, stream); });
+      std::printf("M=%lld nvfp4: activations + low-rank down %.1f (without low-rank %.1f) | GEMM %.1f (%.0f TOPS, %d splits; "
+                  "without low-rank %.1f; unsplit %.1f)\n",
+                  (long long)M, ta * 1e3, ta0 * 1e3, tg * 1e3, 2.0 * double(M) * double(N) * double(K) / (tg * 1e9), sp.splits,
+                  tg_nolr * 1e3, tg_one * 1e3);
       std::fflush(stdout);
     }
   }

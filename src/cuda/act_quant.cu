@@ -86,6 +86,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include "act_primitives.cuh"
 #include "cuda_check.hpp"
 #include "pdl.hpp"
 #include "row_div.hpp"
@@ -113,53 +114,6 @@ template <int RT> constexpr int kMinBlocks = RT == 0 ? 3 : RT <= 4 ? 2 : 1;
 
 enum class Mode { INT4, FP8_AMAX, FP8_CODES };
 
-template <bool BF16> struct HalfOps;
-template <> struct HalfOps<true> {
-  static __device__ float to_f32(uint32_t b) { return __uint_as_float(b << 16); }
-  static __device__ uint16_t from_f32(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
-  // Two floats rounded to T, lo in the low half (one F2FP instruction).
-  static __device__ uint32_t pack2(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
-  static __device__ void unpack2(uint32_t w, float& lo, float& hi) {
-    lo = __uint_as_float(w << 16);
-    hi = __uint_as_float(w & 0xFFFF0000u);
-  }
-  static constexpr uint16_t kNaN = 0x7FC0;
-  static constexpr uint32_t kInf = 0x7F80;   // |T| bits at or above this are not finite
-};
-template <> struct HalfOps<false> {
-  static __device__ float to_f32(uint32_t b) { return __half2float(__ushort_as_half(uint16_t(b))); }
-  static __device__ uint16_t from_f32(float f) { return __half_as_ushort(__float2half_rn(f)); }
-  static __device__ uint32_t pack2(float lo, float hi) {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
-  static __device__ void unpack2(uint32_t w, float& lo, float& hi) {
-    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
-    lo = f.x;
-    hi = f.y;
-  }
-  static constexpr uint16_t kNaN = 0x7E00;
-  static constexpr uint32_t kInf = 0x7C00;
-};
-
-__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
-// x goes to shared memory by cp.async.cg (L2 only: L1 holds the shared proj_down fragments and
-// reciprocals; x is read once in 4-bit mode, twice from L2 in fp8). bytes = 0 zero-fills the 16
-// bytes (padding rows), reading nothing.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, uint32_t bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
 // One 32-bit word of shared memory that ptxas may not merge with its neighbours into a vector load
 // (volatile; ordered after cp.async.wait_group like any access, the wait being a memory clobber).
 __device__ __forceinline__ uint32_t lds32(const uint32_t* p) { return *reinterpret_cast<const volatile uint32_t*>(p); }
@@ -175,23 +129,6 @@ __device__ __forceinline__ uint32_t min_u16x2(uint32_t a, uint32_t b) {
   uint32_t d;
   asm("min.u16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
   return d;
-}
-
-template <bool BF16>
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (BF16) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
 }
 
 // The dividends x' of §2 of one x word (a T pair) as floats.

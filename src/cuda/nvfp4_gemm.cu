@@ -24,9 +24,9 @@
 // 8 wgmmas and waits for them (the other warpgroup's wgmmas keep the tensor cores busy meanwhile).
 // Split K (few output tiles, small M): each split's CTA writes its float32 sums to `partial`, the
 // tile's last CTA (integer ticket) adds them in split order and runs the epilogue: deterministic.
-// Epilogue: ·(alpha·2^7), ·wcscales + bias (two float32 operations, §4.3), + u = Σ_r l·up (float32
-// fma on the CUDA cores from shared memory, r ascending), rounded to T, staged in
-// shared memory and stored row by row.
+// Epilogue: ·(alpha·2^7), ·wcscales + bias (two float32 operations, §4.3), + u = l · up^T (bf16
+// wgmma of split operands into the same accumulators, as the int4 GEMM does), rounded to T, staged
+// in shared memory and stored row by row.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -50,13 +50,11 @@ constexpr int kActBytes = kNvTileM * kNvTileK * 2;  // 16 KB: one activation til
 constexpr int kStageBytes = kActBytes + kNvWStepBytes;
 constexpr int kStages = 8;
 constexpr int kStageTx = kStageBytes;
-constexpr int kLdsL = kNvTileM + 4;   // floats per rank row of the epilogue's l ([r][m])
-constexpr int kLdsU = kNvTileN + 4;   // floats per rank row of its up ([r][n])
 constexpr int kOutStride = kNvTileN + 8;  // T elements per staged output row
 constexpr size_t kBarrierOffset = size_t(kStages) * kStageBytes;
 constexpr size_t kSmemBytes = 1024 + kBarrierOffset + 2 * kStages * 8 + 16;
 static_assert(kStageBytes % 128 == 0 && kActBytes % 1024 == 0);
-static_assert(size_t(kNvMaxRank) * (kLdsL + kLdsU) * 4 <= kBarrierOffset);
+static_assert(size_t(2) * kNvTileM * kNvMaxRank * 2 <= kBarrierOffset);  // l hi + lo
 static_assert(size_t(kNvTileM) * kOutStride * 2 <= kBarrierOffset);
 static_assert(kSmemBytes <= 232448);
 
@@ -240,20 +238,24 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
     named_barrier(1, kConsumerThreads);
     if (!*flag) return;
     __threadfence();
+    // Split order, whichever CTA is last; per block of 64 rows 16 loads in flight at a time.
     const float4* base = reinterpret_cast<const float4*>(p.partial) + tile * p.splits * (kConsumerThreads * 32);
 #pragma unroll
     for (int b = 0; b < 2; ++b)
+      for (int sp = 0; sp < p.splits; ++sp) {
+        float4 v[16];
 #pragma unroll
-      for (int i4 = 0; i4 < 16; ++i4) {
-        float4 v = __ldcg(&base[(b * 16 + i4) * kConsumerThreads + tid]);
-        for (int sp = 1; sp < p.splits; ++sp) {
-          const float4 u = __ldcg(&base[size_t(sp) * kConsumerThreads * 32 + (b * 16 + i4) * kConsumerThreads + tid]);
-          v.x = __fadd_rn(v.x, u.x);
-          v.y = __fadd_rn(v.y, u.y);
-          v.z = __fadd_rn(v.z, u.z);
-          v.w = __fadd_rn(v.w, u.w);
+        for (int i4 = 0; i4 < 16; ++i4) v[i4] = __ldcg(&base[(size_t(sp) * 32 + b * 16 + i4) * kConsumerThreads + tid]);
+#pragma unroll
+        for (int i4 = 0; i4 < 16; ++i4) {
+          float* d = &acc[b][4 * i4];
+          if (sp == 0) {
+            d[0] = v[i4].x, d[1] = v[i4].y, d[2] = v[i4].z, d[3] = v[i4].w;
+          } else {
+            d[0] = __fadd_rn(d[0], v[i4].x), d[1] = __fadd_rn(d[1], v[i4].y);
+            d[2] = __fadd_rn(d[2], v[i4].z), d[3] = __fadd_rn(d[3], v[i4].w);
+          }
         }
-        acc[b][4 * i4] = v.x, acc[b][4 * i4 + 1] = v.y, acc[b][4 * i4 + 2] = v.z, acc[b][4 * i4 + 3] = v.w;
       }
   }
 
@@ -277,41 +279,70 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
         }
     }
   if (p.Rpad > 0) {
-    // u = Σ_r l[m][r] · up[n][r], r ascending, added to y afterwards (§4.3: T(y + u)); all ranks
-    // of l (the tile's 128 rows) and up (its 256 columns) in shared memory at once, and u for one
-    // 64-row block at a time (128 accumulators + 64 partial sums fit the registers; 256 do not).
-    float* ls = reinterpret_cast<float*>(smem);  // [Rpad][kLdsL]
-    float* us = ls + p.Rpad * kLdsL;             // [Rpad][kLdsU]
+    // + u = l · up^T on the tensor cores, into the accumulators that hold y (NUMERICS.md §4.3 and
+    // its note on cuda-sm90): l (float32) split into bf16 hi + lo in shared memory as wgmma's B
+    // operand (the K-major core-matrix layout of the act tiles, ranks as K), up as the register A
+    // operand in bf16 (exact for bf16 checkpoints; fp16 values split into hi + lo, exact too);
+    // products exact, float32 accumulation: u agrees with the reference to ~2^-17 of Σ|l·up|.
+    uint8_t* lhi = smem;                      // [Rpad / 8][128 m / 8][8][8] bf16
+    uint8_t* llo = smem + kNvTileM * p.Rpad * 2;
     named_barrier(1, kConsumerThreads);
-    for (int x = tid; x < kNvTileM * p.Rpad; x += kConsumerThreads) {
-      const int row = x / p.Rpad, r = x % p.Rpad;
-      ls[r * kLdsL + row] = p.lact[(m0 + row) * p.Rpad + r];
-    }
-    for (int x = tid; x < kNvTileN * p.Rpad; x += kConsumerThreads) {
-      const int row = x / p.Rpad, r = x % p.Rpad;
-      us[r * kLdsU + row] = p.proj_up[(n0 + row) * p.Rpad + r];
-    }
-    named_barrier(1, kConsumerThreads);
+    for (int x = tid; x < kNvTileM * (p.Rpad / 8); x += kConsumerThreads) {
+      const int m = x % kNvTileM, r8 = x / kNvTileM;
+      const float4* src = reinterpret_cast<const float4*>(p.lact + (m0 + m) * p.Rpad + 8 * r8);
+      const float4 f0 = src[0], f1 = src[1];
+      const float f[8] = {f0.x, f0.y, f0.z, f0.w, f1.x, f1.y, f1.z, f1.w};
+      uint32_t hi[4], lo[4];
 #pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      float u[64];
+      for (int e = 0; e < 4; ++e) {
+        uint16_t h[2], l[2];
 #pragma unroll
-      for (int i = 0; i < 64; ++i) u[i] = 0.0f;
-      const float* ub = us + 128 * wg + 64 * b + rw;
-#pragma unroll 2
-      for (int r = 0; r < p.Rpad; ++r) {
-        const float up0 = ub[r * kLdsU], up1 = ub[r * kLdsU + 8];
-#pragma unroll
-        for (int c8 = 0; c8 < 16; ++c8) {
-          const float2 l = *reinterpret_cast<const float2*>(&ls[r * kLdsL + 8 * c8 + ml0]);
-          u[4 * c8] = __fmaf_rn(l.x, up0, u[4 * c8]);
-          u[4 * c8 + 1] = __fmaf_rn(l.y, up0, u[4 * c8 + 1]);
-          u[4 * c8 + 2] = __fmaf_rn(l.x, up1, u[4 * c8 + 2]);
-          u[4 * c8 + 3] = __fmaf_rn(l.y, up1, u[4 * c8 + 3]);
+        for (int u = 0; u < 2; ++u) {
+          const __nv_bfloat16 hb = __float2bfloat16_rn(f[2 * e + u]);
+          h[u] = __bfloat16_as_ushort(hb);
+          l[u] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(f[2 * e + u], __bfloat162float(hb))));
         }
+        hi[e] = h[0] | uint32_t(h[1]) << 16;
+        lo[e] = l[0] | uint32_t(l[1]) << 16;
       }
+      const int off = r8 * (kNvTileM * 16) + (m / 8) * 128 + (m % 8) * 16;
+      *reinterpret_cast<uint4*>(lhi + off) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+      *reinterpret_cast<uint4*>(llo + off) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+    }
+    fence_proxy_async();  // generic-proxy stores, read next by the wgmma (async proxy)
+    named_barrier(1, kConsumerThreads);
+    const int c = lane % 4;
+    for (int kk = 0; kk < p.Rpad / 16; ++kk) {
+      const uint64_t dhi = smem_desc(lhi + kk * 2 * (kNvTileM * 16), kNvTileM * 16, 128);
+      const uint64_t dlo = smem_desc(llo + kk * 2 * (kNvTileM * 16), kNvTileM * 16, 128);
+      // A registers of both blocks: (row rw, ranks 2c, 2c+1), (rw + 8, same), (rw, +8), (rw + 8, +8).
+      uint32_t ahi[2][4], alo[2][4];
 #pragma unroll
-      for (int i = 0; i < 64; ++i) acc[b][i] = __fadd_rn(acc[b][i], u[i]);
+      for (int b = 0; b < 2; ++b)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int64_t n = n0 + 128 * wg + 64 * b + rw + 8 * (q % 2);
+          const float2 v = __ldg(reinterpret_cast<const float2*>(p.proj_up + n * p.Rpad + 16 * kk + 2 * c + 8 * (q / 2)));
+          const __nv_bfloat16 h0 = __float2bfloat16_rn(v.x), h1 = __float2bfloat16_rn(v.y);
+          ahi[b][q] = __bfloat16_as_ushort(h0) | uint32_t(__bfloat16_as_ushort(h1)) << 16;
+          alo[b][q] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(v.x, __bfloat162float(h0)))) |
+                      uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(v.y, __bfloat162float(h1))))) << 16;
+        }
+      wgmma_fence();
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        wgmma_m64n128k16_bf16_rs(acc[b], ahi[b], dhi, 1u);
+        wgmma_m64n128k16_bf16_rs(acc[b], ahi[b], dlo, 1u);
+        if constexpr (!BF16) wgmma_m64n128k16_bf16_rs(acc[b], alo[b], dhi, 1u);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        fence_regs(acc[b]);
+        hold_regs(ahi[b]);
+        hold_regs(alo[b]);
+      }
     }
   }
   // Staged as [m][n] T in shared memory, then stored row by row (16-byte chunks where aligned).

@@ -39,30 +39,27 @@ __host__ __device__ inline int64_t nv_act_index(int64_t m, int64_t k, int64_t Kp
 }
 inline int64_t nv_padded_rank(int64_t R) { return R <= 0 ? 0 : nv_round_up(R, kNvRankChunk); }
 
-// NUMERICS.md §2 (no shift: nvfp4 layers are signed) and §3 (nvfp4): one thread per row and
-// group of 16. Writes act (and, when non-null, the codes and scales themselves, for the tests).
+// The activation side of a layer call in one kernel (nvfp4_act.cu): NUMERICS.md §2 (no shift:
+// nvfp4 layers are signed) and §3 (nvfp4) into act, and §4.3's first sum into lact:
+// lact[m][r] = sum_k f32(x[m,k]) · f32(proj_down[k][r]) in float32, in another summation order
+// (tensor-core MMAs over 16 k, then the steps, k-sets and chunks of the kernel's split, always in
+// the same order: bitwise the same result for the same input and M). lact columns R .. Rpad - 1
+// are written 0; act columns >= K and rows >= M, lact rows >= M are not written. Optionally the
+// codes and scales themselves (the tests). No scratch memory; takes the stream, allocates nothing.
 struct Nvfp4ActParams {
-  const uint16_t* x = nullptr;       // [M, K] T
-  const uint16_t* smooth = nullptr;  // [K] T
-  uint16_t* act = nullptr;           // [Mpad][Kpad] bf16
-  uint8_t* codes = nullptr;          // optional [M][K] e2m1 code bytes
-  uint8_t* scales = nullptr;         // optional [M][K/16] e4m3
-  int64_t M = 0, K = 0, Kpad = 0;
+  const uint16_t* x = nullptr;         // [M, K] T
+  const uint16_t* smooth = nullptr;    // [K] T (the IEEE division of the rare cases)
+  const float* smooth_rcp = nullptr;   // [Kpad][2] (pack_nv_smooth_reciprocal, nvfp4_act_pack.hpp)
+  const uint32_t* pdfrag = nullptr;    // proj_down as mma B fragments (pack_nv_proj_down); Rpad > 0
+  uint16_t* act = nullptr;             // nv_act_index layout, fp16
+  float* lact = nullptr;               // [Mpad][Rpad] float32; Rpad > 0
+  uint8_t* codes = nullptr;            // optional [M][K] e2m1 code bytes (with scales)
+  uint8_t* scales = nullptr;           // optional [M][K/16] e4m3
+  int64_t M = 0, K = 0, Kpad = 0;      // K a multiple of 16, Kpad = round_up(K, 64)
+  int R = 0, Rpad = 0;                 // Rpad = nv_padded_rank(R) (0: no low-rank branch)
   HalfType dtype = HalfType::BF16;
 };
 void launch_nvfp4_act(const Nvfp4ActParams& p, cudaStream_t stream);
-
-// NUMERICS.md §4.3, first sum: lact[m][r] = sum_k f32(x[m,k]) · proj_down[k][r] (float32, fma,
-// k ascending). Rpad > 0.
-struct Nvfp4LowrankParams {
-  const uint16_t* x = nullptr;         // [M, K] T
-  const float* proj_down = nullptr;    // [K][Rpad]
-  float* lact = nullptr;               // [Mpad][Rpad]
-  int64_t M = 0, K = 0;
-  int Rpad = 0;
-  HalfType dtype = HalfType::BF16;
-};
-void launch_nvfp4_lowrank(const Nvfp4LowrankParams& p, cudaStream_t stream);
 
 // The packed weights (Nvfp4Layer builds them, nvfp4_pack.hpp): for each 256-row tile nt and K step
 // kt of 64, four 64-row blocks of kNvWBlockBytes, contiguous (one bulk copy per GEMM stage):

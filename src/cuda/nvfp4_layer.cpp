@@ -1,5 +1,5 @@
 // Load-time repacking of a canonical nvfp4 layer (FORMAT.md) into the layouts of
-// nvfp4_kernels.hpp, and its forward pass: activation kernel, low-rank down kernel, GEMM.
+// nvfp4_kernels.hpp, and its forward pass: activation kernel (act and lact), GEMM.
 #include "nvfp4_layer.hpp"
 
 #include <cstring>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cuda_check.hpp"
+#include "nvfp4_act_pack.hpp"
 #include "nvfp4_pack.hpp"
 #include "sm90_pack.hpp"
 #include "weight_scratch.hpp"
@@ -44,12 +45,14 @@ Nvfp4Layer::Nvfp4Layer(const LayerWeights& w, const ForwardOptions& opt) {
     const std::vector<uint32_t> zeros(size_t(sms_ > 0 ? sms_ : 1), 0u);
     tickets_.upload(zeros.data(), zeros.size() * 4);
   }
-  {
+  {  // the activation kernel's tables (nvfp4_act_pack.hpp)
     const Tensor sm = contiguous_host(w.smooth);
     smooth_.upload(sm.data(), size_t(K) * 2);
+    const auto rcp = pack_nv_smooth_reciprocal(w.smooth, K);
+    smooth_rcp_.upload(rcp.data(), rcp.size() * 4);
   }
   if (Rpad_ > 0) {
-    const auto d = widen_padded(w.proj_down, T, K, R, K, Rpad_);
+    const auto d = pack_nv_proj_down(w.proj_down, K, R, Rpad_);
     const auto u = widen_padded(w.proj_up, T, N, R, Npad_, Rpad_);
     proj_down_.upload(d.data(), d.size() * 4);
     proj_up_.upload(u.data(), u.size() * 4);
@@ -94,27 +97,20 @@ void Nvfp4Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const 
   order_.before_launch(stream, capturing);
 
   const HalfType ht = desc.dtype == HalfKind::BF16 ? HalfType::BF16 : HalfType::FP16;
-  Nvfp4ActParams a;
+  Nvfp4ActParams a;  // act and lact in one kernel
   a.x = x.data_as<uint16_t>();
   a.smooth = smooth_.as<uint16_t>();
+  a.smooth_rcp = smooth_rcp_.as<float>();
+  a.pdfrag = proj_down_.as<uint32_t>();
   a.act = act_.as<uint16_t>();
+  a.lact = lact_.as<float>();
   a.M = M;
   a.K = K;
   a.Kpad = Kpad_;
+  a.R = int(desc.R);
+  a.Rpad = int(Rpad_);
   a.dtype = ht;
   launch_nvfp4_act(a, stream);
-
-  if (Rpad_ > 0) {
-    Nvfp4LowrankParams l;
-    l.x = x.data_as<uint16_t>();
-    l.proj_down = proj_down_.as<float>();
-    l.lact = lact_.as<float>();
-    l.M = M;
-    l.K = K;
-    l.Rpad = int(Rpad_);
-    l.dtype = ht;
-    launch_nvfp4_lowrank(l, stream);
-  }
 
   Nvfp4GemmParams g;
   g.act = act_.as<uint16_t>();

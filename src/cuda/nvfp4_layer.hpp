@@ -34,6 +34,7 @@ class Nvfp4Layer final : public PreparedLayer {
   float alpha_ = 1.0f;
   int sms_ = 0;
   DeviceBuffer wpack_, tickets_, smooth_, proj_down_, proj_up_, wcscales_, bias_;
+  DeviceBuffer smooth_rcp_;  // proj_down_ holds the activation kernel's fragments (nvfp4_act_pack.hpp)
 
   mutable int64_t ws_rows_ = 0;
   mutable DeviceBuffer act_, lact_;
