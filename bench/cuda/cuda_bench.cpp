@@ -380,6 +380,7 @@ int main(int argc, char** argv) {
       const cuda::Nvfp4Split sp = cuda::nvfp4_gemm_splits(M, N, Kp, prop.multiProcessorCount);
       g.splits = sp.splits;
       g.k_steps_per_split = sp.k_steps_per_split;
+      g.full_tiles = sp.full_tiles;
       if (sp.splits > 1) {
         partial.resize(sp.partial_bytes);
         tickets.resize(sp.ticket_bytes);

@@ -20,10 +20,12 @@
 // copies per K step of 64 (the activation tile, 16 KB, and the four packed weight blocks of the
 // tile, 10 KB), completing on "full" mbarriers; every consumer thread releases a stage on its
 // "empty" mbarrier once its wgmmas have read it. Per K step a consumer thread loads its codes (one
-// 16-byte load per block) and row scales, builds the 2 x 4 A fragments (32 registers), issues the
-// 8 wgmmas and waits for them (the other warpgroup's wgmmas keep the tensor cores busy meanwhile).
-// Split K (few output tiles, small M): each split's CTA writes its float32 sums to `partial`, the
-// tile's last CTA (integer ticket) adds them in split order and runs the epilogue: deterministic.
+// 16-byte load per block) and row scales and builds the 2 x 4 A fragments (32 registers) of the
+// next K step while the 8 wgmmas of the current one run.
+// Split K (nvfp4_gemm_splits): one CTA per SM, so the tiles run in waves; where the last wave
+// would fill at most half the SMs (at small M: the only wave), its tiles are split along K, each
+// split's CTA writes its float32 sums to `partial`, and the tile's last CTA (integer ticket) adds
+// them in split order and runs the epilogue: deterministic.
 // Epilogue: ·(alpha·2^7), ·wcscales + bias (two float32 operations, §4.3), + u = l · up^T (bf16
 // wgmma of split operands into the same accumulators, as the int4 GEMM does), rounded to T, staged
 // in shared memory and stored row by row.
@@ -101,7 +103,7 @@ __device__ __forceinline__ uint16_t to_half(float f) {
   else return __half_as_ushort(__float2half_rn(f));
 }
 
-template <bool BF16, bool PIPE>
+template <bool BF16>
 __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_constant__ Nvfp4GemmParams p) {
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
@@ -110,9 +112,16 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
   uint32_t* flag = reinterpret_cast<uint32_t*>(empty + kStages);
 
   const int64_t Nt = nv_round_up(p.N, kNvTileN) / kNvTileN, KT = p.Kpad / kNvTileK;
-  const int64_t tile = int64_t(blockIdx.x) / p.splits, split = int64_t(blockIdx.x) % p.splits;
+  // CTAs below full_tiles compute whole tiles; the rest take the remaining tiles in `splits` K ranges
+  // (tail: the index among the split tiles).
+  const int64_t bid = blockIdx.x, tail_cta = bid - p.full_tiles;
+  const bool split_tile = tail_cta >= 0 && p.splits > 1;
+  const int S = split_tile ? p.splits : 1;
+  const int64_t tile = tail_cta < 0 ? bid : p.full_tiles + tail_cta / p.splits;
+  const int64_t tail = tile - p.full_tiles, split = tail_cta < 0 ? 0 : tail_cta % p.splits;
   const int64_t nt = tile % Nt, mt = tile / Nt;
-  const int64_t k0 = split * p.k_steps_per_split, k1 = KT < k0 + p.k_steps_per_split ? KT : k0 + p.k_steps_per_split;
+  const int64_t steps = split_tile ? p.k_steps_per_split : KT;
+  const int64_t k0 = split * steps, k1 = KT < k0 + steps ? KT : k0 + steps;
   const int nk = int(k1 - k0);
 
   if (threadIdx.x == 0) {
@@ -196,15 +205,9 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
     }
     mbar_arrive(&empty[i % kStages]);
   };
-  if constexpr (!PIPE) {
-    for (int i = 0; i < nk; ++i) {
-      uint32_t a[2][4][4];
-      build(i, a);
-      issue(i, a);
-      retire(i, a);
-    }
-  } else {
-    // Stage i + 1's fragments are built while stage i's wgmmas run (two register sets).
+  {
+    // Stage i + 1's fragments are built while stage i's wgmmas run (two register sets; v13: GEMM
+    // 168.5 -> 160.2 us at M = 4608, K = N = 3072, against building and waiting stage by stage).
     uint32_t a0[2][4][4], a1[2][4][4];
     build(0, a0);
     for (int i = 0; i < nk; i += 2) {
@@ -219,8 +222,8 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
   }
 
   // Split K: the partial sums of this split, then the tile's last CTA adds all in split order.
-  if (p.splits > 1) {
-    float4* part = reinterpret_cast<float4*>(p.partial) + (tile * p.splits + split) * (kConsumerThreads * 32);
+  if (split_tile) {
+    float4* part = reinterpret_cast<float4*>(p.partial) + (tail * S + split) * (kConsumerThreads * 32);
 #pragma unroll
     for (int b = 0; b < 2; ++b)
 #pragma unroll
@@ -230,19 +233,19 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
     __threadfence();
     named_barrier(1, kConsumerThreads);
     if (tid == 0) {
-      const uint32_t ticket = atomicAdd(&p.tickets[tile], 1u);
-      const bool last = ticket == uint32_t(p.splits - 1);
-      if (last) p.tickets[tile] = 0;  // ready for the next call (stream-ordered)
+      const uint32_t ticket = atomicAdd(&p.tickets[tail], 1u);
+      const bool last = ticket == uint32_t(S - 1);
+      if (last) p.tickets[tail] = 0;  // ready for the next call (stream-ordered)
       *flag = last;
     }
     named_barrier(1, kConsumerThreads);
     if (!*flag) return;
     __threadfence();
     // Split order, whichever CTA is last; per block of 64 rows 16 loads in flight at a time.
-    const float4* base = reinterpret_cast<const float4*>(p.partial) + tile * p.splits * (kConsumerThreads * 32);
+    const float4* base = reinterpret_cast<const float4*>(p.partial) + tail * S * (kConsumerThreads * 32);
 #pragma unroll
     for (int b = 0; b < 2; ++b)
-      for (int sp = 0; sp < p.splits; ++sp) {
+      for (int sp = 0; sp < S; ++sp) {
         float4 v[16];
 #pragma unroll
         for (int i4 = 0; i4 < 16; ++i4) v[i4] = __ldcg(&base[(size_t(sp) * 32 + b * 16 + i4) * kConsumerThreads + tid]);
@@ -378,38 +381,44 @@ Nvfp4Split nvfp4_gemm_splits(int64_t M, int64_t N, int64_t Kpad, int sms) {
   Nvfp4Split s;
   const int64_t tiles = (nv_round_up(N, kNvTileN) / kNvTileN) * (nv_round_up(M, kNvTileM) / kNvTileM);
   const int64_t KT = Kpad / kNvTileK;
+  // One CTA per SM (shared memory): the tiles run in waves of `sms`. Complete waves stay whole;
+  // a last wave that fills at most half the SMs is split along K (every split keeps at least 4 K
+  // steps), so that it takes a fraction of a tile's time instead of a whole one.
+  static const bool tail_split = [] {  // TEMPORARY A/B switch (perf-notes v13), removed after measuring
+    const char* e = std::getenv("SVDQ_NV_TAIL");
+    return !e || *e != '0';
+  }();
+  const int64_t waves = sms > 0 ? tiles / sms : 0;
+  const int64_t tail = sms > 0 ? tiles - waves * sms : 0;
   int64_t splits = 1;
-  // Split only where the tiles leave most SMs idle; every split keeps at least 4 K steps.
-  if (2 * tiles <= sms) splits = std::min<int64_t>(sms / tiles, KT / 4);
+  if (sms > 0 && tail > 0 && 2 * tail <= sms && (tail_split || waves == 0)) splits = std::min<int64_t>(sms / tail, KT / 4);
   splits = std::max<int64_t>(splits, 1);
   const int64_t per = (KT + splits - 1) / splits;
   splits = (KT + per - 1) / per;  // no empty split
   s.splits = int(splits);
   s.k_steps_per_split = int(per);
+  s.full_tiles = splits > 1 ? waves * sms : tiles;
   if (splits > 1) {
-    s.partial_bytes = size_t(tiles * splits) * kNvTileN * kNvTileM * 4;
-    s.ticket_bytes = size_t(tiles) * 4;
+    s.partial_bytes = size_t((tiles - s.full_tiles) * splits) * kNvTileN * kNvTileM * 4;
+    s.ticket_bytes = size_t(tiles - s.full_tiles) * 4;
   }
   return s;
 }
 
 void launch_nvfp4_gemm(const Nvfp4GemmParams& p, cudaStream_t stream) {
   if (p.M <= 0 || p.N <= 0) return;
-  if (p.splits < 1 || p.k_steps_per_split < 1 || (p.splits > 1 && (!p.partial || !p.tickets)))
+  if (p.splits < 1 || p.k_steps_per_split < 1 || p.full_tiles < 0 || (p.splits > 1 && (!p.partial || !p.tickets)))
     throw std::invalid_argument("launch_nvfp4_gemm: splits not set (nvfp4_gemm_splits)");
   const int64_t tiles = (nv_round_up(p.N, kNvTileN) / kNvTileN) * (nv_round_up(p.M, kNvTileM) / kNvTileM);
-  const dim3 grid(unsigned(tiles * p.splits));
+  const int64_t full = std::min(p.full_tiles, tiles);
+  const dim3 grid(unsigned(full + (tiles - full) * p.splits));
   auto go = [&](auto kernel) {
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)),
           "cudaFuncSetAttribute(nvfp4_gemm)");
     launch_pdl(kernel, grid, dim3(kThreads), kSmemBytes, stream, "cudaLaunchKernelEx(nvfp4_gemm)", p);
   };
-  static const bool pipe = [] {  // TEMPORARY A/B switch (perf-notes v13), removed after measuring
-    const char* e = std::getenv("SVDQ_NV_PIPE");
-    return e && *e == '1';
-  }();
-  if (p.dtype == HalfType::BF16) pipe ? go(nvfp4_gemm_kernel<true, true>) : go(nvfp4_gemm_kernel<true, false>);
-  else pipe ? go(nvfp4_gemm_kernel<false, true>) : go(nvfp4_gemm_kernel<false, false>);
+  if (p.dtype == HalfType::BF16) go(nvfp4_gemm_kernel<true>);
+  else go(nvfp4_gemm_kernel<false>);
   check_launch("nvfp4_gemm_kernel");
 }
 

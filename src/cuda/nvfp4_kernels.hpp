@@ -76,9 +76,10 @@ inline constexpr int kNvWScaleShift = 7;
 
 // NUMERICS.md §4.1 in another float32 summation order: fp16 wgmma with float32 accumulation over
 // all of K of the exact products (q_a·s_a)·(q_w·s_w), ×alpha, §4.3 epilogue. With splits > 1 the
-// K steps are divided among `splits` CTAs per output tile (k_steps_per_split each); their float32
-// partial sums (partial: [tiles][splits][128 x 256] float32) are added in split order by the
-// tile's last CTA (tickets: [tiles] uint32, zero between calls).
+// K steps of the tiles from full_tiles on are divided among `splits` CTAs per tile
+// (k_steps_per_split each); their float32 partial sums (partial: [split tiles][splits][128 x 256]
+// float32) are added in split order by the tile's last CTA (tickets: [split tiles] uint32, zero
+// between calls). proj_up holds T values (widened): the epilogue takes them as bf16 (hi + lo).
 struct Nvfp4GemmParams {
   const uint16_t* act = nullptr;      // nv_act_index layout, fp16
   const uint8_t* wpack = nullptr;     // [Npad / 256][Kpad / 64][kNvWStepBytes]
@@ -92,6 +93,7 @@ struct Nvfp4GemmParams {
   int64_t M = 0, N = 0, Kpad = 0;
   int Rpad = 0;
   int splits = 1, k_steps_per_split = 0;  // set by nvfp4_gemm_splits
+  int64_t full_tiles = 0;                 // tiles [0, full_tiles) unsplit; the others split
   float alpha = 1.0f;
   HalfType dtype = HalfType::BF16;
 };
@@ -99,6 +101,7 @@ struct Nvfp4GemmParams {
 // the partial-sum / ticket bytes it needs.
 struct Nvfp4Split {
   int splits = 1, k_steps_per_split = 0;
+  int64_t full_tiles = 0;
   size_t partial_bytes = 0, ticket_bytes = 0;
 };
 Nvfp4Split nvfp4_gemm_splits(int64_t M, int64_t N, int64_t Kpad, int sms);

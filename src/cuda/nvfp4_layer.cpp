@@ -132,6 +132,7 @@ void Nvfp4Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const 
   if (capturing) sp = nvfp4_gemm_splits(M, N, Kpad_, 0);
   g.splits = sp.splits;
   g.k_steps_per_split = sp.k_steps_per_split;
+  g.full_tiles = sp.full_tiles;
   std::optional<WeightScratch::Lease> lease;
   if (sp.splits > 1) {
     lease.emplace(WeightScratch::current(), sp.partial_bytes, stream);

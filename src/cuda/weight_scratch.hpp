@@ -1,6 +1,7 @@
-// One device buffer per GPU for the weights that a layer expands to e4m3 per call
-// (weight_expand.cuh, GemmParams::wexp), shared by every layer on that device: expanded
-// weights cost N x K bytes, twice the layer's int4 weights, so no layer keeps its own.
+// One device buffer per GPU for what a layer needs only during one call, shared by every layer on
+// that device: the weights an int4 layer expands to e4m3 per call (weight_expand.cuh,
+// GemmParams::wexp; N x K bytes, twice the layer's int4 weights, so no layer keeps its own), and
+// the float32 split-K partial sums of an nvfp4 layer at small M (Nvfp4GemmParams::partial).
 //
 // A Lease holds the scratch from before the expansion (Sm90Layer takes it before the activation
 // kernel, which may carry the expansion) through the GEMM that reads it: its stream first

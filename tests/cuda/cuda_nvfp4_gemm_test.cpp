@@ -93,6 +93,7 @@ std::vector<uint16_t> run_gemm(const cuda::Nvfp4GemmParams& base, const GemmCase
   const cuda::Nvfp4Split sp = cuda::nvfp4_gemm_splits(c.M, c.N, g.Kpad, sms);
   g.splits = sp.splits;
   g.k_steps_per_split = sp.k_steps_per_split;
+  g.full_tiles = sp.full_tiles;
   cuda::DeviceBuffer partial(sp.partial_bytes + 16), tickets(sp.ticket_bytes + 16), y(size_t(c.M * c.N * 2));
   EXPECT_EQ(cudaMemset(tickets.get(), 0, tickets.size()), cudaSuccess);
   EXPECT_EQ(cudaMemset(y.get(), 0xFF, y.size()), cudaSuccess);
@@ -135,7 +136,7 @@ TEST_P(CudaNvfp4Gemm, MatchesDoubleReference) {
   for (int64_t m = 0; m < c.M; ++m)
     for (int64_t r = 0; r < c.R; ++r) lact[size_t(m * Rpad + r)] = (u01(rng) - 0.5f) * 40.0f;
   for (int64_t n = 0; n < c.N; ++n) {
-    for (int64_t r = 0; r < c.R; ++r) up[size_t(n * Rpad + r)] = (u01(rng) - 0.5f) * 0.1f;
+    for (int64_t r = 0; r < c.R; ++r) up[size_t(n * Rpad + r)] = round_half(c.dtype, (u01(rng) - 0.5f) * 0.1f);  // T values
     wc[size_t(n)] = 0.5f + u01(rng);
     bias[size_t(n)] = u01(rng) - 0.5f;
   }
@@ -167,6 +168,7 @@ TEST_P(CudaNvfp4Gemm, MatchesDoubleReference) {
   const auto y_split = run_gemm(g, c, sms);  // split where the layer would split
   const auto y_again = run_gemm(g, c, sms);
   const auto y_one = run_gemm(g, c, 0);      // never split
+  const auto y_tail = run_gemm(g, c, 4);     // as on a 4-SM part: whole waves of 4 tiles, then a split tail
   EXPECT_EQ(std::memcmp(y_split.data(), y_again.data(), y_split.size() * 2), 0) << "not deterministic";
 
   // Reference: exact products summed in double; the §4.3 epilogue on it. Tolerance: the float32
@@ -191,7 +193,7 @@ TEST_P(CudaNvfp4Gemm, MatchesDoubleReference) {
       const double want = (acc * alpha) * wc[size_t(n)] + bias[size_t(n)] + u;
       const double tol = std::ldexp(mag * alpha * wc[size_t(n)], -24) * double(c.K / 8 + 4) +
                          std::ldexp(umag, -16) + std::ldexp(std::fabs(want), c.dtype == HalfKind::BF16 ? -7 : -10);
-      for (const auto* y : {&y_split, &y_one}) {
+      for (const auto* y : {&y_split, &y_one, &y_tail}) {
         const double got = half_to_f32(c.dtype, (*y)[size_t(m * c.N + n)]);
         if (!(std::fabs(got - want) <= tol) && bad++ < 5)
           ADD_FAILURE() << "m " << m << " n " << n << ": gpu " << got << " want " << want << " tol " << tol;
