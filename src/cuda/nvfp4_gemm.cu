@@ -33,7 +33,6 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <cstdlib>
 
 #include "cuda_check.hpp"
 #include "nvfp4_kernels.hpp"
@@ -383,15 +382,12 @@ Nvfp4Split nvfp4_gemm_splits(int64_t M, int64_t N, int64_t Kpad, int sms) {
   const int64_t KT = Kpad / kNvTileK;
   // One CTA per SM (shared memory): the tiles run in waves of `sms`. Complete waves stay whole;
   // a last wave that fills at most half the SMs is split along K (every split keeps at least 4 K
-  // steps), so that it takes a fraction of a tile's time instead of a whole one.
-  static const bool tail_split = [] {  // TEMPORARY A/B switch (perf-notes v13), removed after measuring
-    const char* e = std::getenv("SVDQ_NV_TAIL");
-    return !e || *e != '0';
-  }();
+  // steps), so that it takes a fraction of a tile's time instead of a whole one (v13: M = 4608,
+  // K = N = 3072, 36 tiles x 3 splits after 3 whole waves: GEMM 160.3 -> 147.8 us).
   const int64_t waves = sms > 0 ? tiles / sms : 0;
   const int64_t tail = sms > 0 ? tiles - waves * sms : 0;
   int64_t splits = 1;
-  if (sms > 0 && tail > 0 && 2 * tail <= sms && (tail_split || waves == 0)) splits = std::min<int64_t>(sms / tail, KT / 4);
+  if (sms > 0 && tail > 0 && 2 * tail <= sms) splits = std::min<int64_t>(sms / tail, KT / 4);
   splits = std::max<int64_t>(splits, 1);
   const int64_t per = (KT + splits - 1) / splits;
   splits = (KT + per - 1) / per;  // no empty split

@@ -8,9 +8,9 @@
 //            each in wgmma's K-major no-swizzle core-matrix order (nv_act_index). Columns >= K are
 //            zero (the workspace is cleared when it is allocated; the kernel never writes them).
 //   lact     [Mpad][Rpad] float32 low-rank activations (§4.3), columns >= R zero.
-//   wpack    the weights for the GEMM's register operand (nv_weight_index, Nvfp4WeightPack):
-//            per 64-row block and K step of 64, the e2m1 codes in wgmma A-fragment order and the
-//            e4m3 group scales.
+//   wpack    the weights for the GEMM's register operand (pack_nvfp4_weights, nvfp4_pack.hpp;
+//            "The packed weights" below): per 64-row block and K step of 64, the e2m1 codes in
+//            wgmma A-fragment order and the group scales as fp16 (s_w · 2^7).
 //   proj_up [Npad][Rpad] float32, wcscales/bias [Npad] float32.
 #pragma once
 #include <cuda_runtime.h>
@@ -25,7 +25,7 @@ inline constexpr int kNvGroup = 16;     // nvfp4 group size along K (NUMERICS.md
 inline constexpr int kNvTileK = 64;     // K per GEMM pipeline stage (K is padded to it)
 inline constexpr int kNvTileM = 128;    // activation rows per GEMM CTA (wgmma N)
 inline constexpr int kNvTileN = 256;    // weight rows per GEMM CTA (2 warpgroups x 2 wgmma M 64 blocks)
-inline constexpr int kNvWBlock = 64;     // weight rows of one wgmma A operand (one packed block)
+inline constexpr int kNvWBlock = 64;    // weight rows of one wgmma A operand (one packed block)
 inline constexpr int kNvRankChunk = 32; // the rank is padded to a multiple of this
 inline constexpr int kNvMaxRank = 128;
 
