@@ -50,7 +50,6 @@ constexpr int kConsumerRegs = 240;  // setmaxnreg: 128 x (24 + 2 x 240) <= 65536
 constexpr int kActBytes = kNvTileM * kNvTileK * 2;  // 16 KB: one activation tile per K step
 constexpr int kStageBytes = kActBytes + kNvWStepBytes;
 constexpr int kStages = 8;
-constexpr int kStageTx = kStageBytes;
 constexpr int kOutStride = kNvTileN + 8;  // T elements per staged output row
 constexpr size_t kBarrierOffset = size_t(kStages) * kStageBytes;
 constexpr size_t kSmemBytes = 1024 + kBarrierOffset + 2 * kStages * 8 + 16;
@@ -144,7 +143,7 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
         const int s = i % kStages;
         if (i >= kStages) mbar_wait(&empty[s], uint32_t((i / kStages) & 1) ^ 1u);
         uint8_t* st = smem + size_t(s) * kStageBytes;
-        mbar_arrive_expect_tx(&full[s], kStageTx);
+        mbar_arrive_expect_tx(&full[s], kStageBytes);
         bulk_copy_g2s(st, act + size_t(i) * kActBytes, kActBytes, &full[s]);
         bulk_copy_g2s(st + kActBytes, w + size_t(i) * kNvWStepBytes, kNvWStepBytes, &full[s]);
       }
