@@ -33,6 +33,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "cuda_check.hpp"
 #include "nvfp4_kernels.hpp"

@@ -2,7 +2,6 @@
 // nvfp4_kernels.hpp, and its forward pass: activation kernel (act and lact), GEMM.
 #include "nvfp4_layer.hpp"
 
-#include <cstring>
 #include <optional>
 #include <string>
 #include <utility>
@@ -41,7 +40,7 @@ Nvfp4Layer::Nvfp4Layer(const LayerWeights& w, const ForwardOptions& opt) {
     wpack_.upload(packed.data(), packed.size());
   }
   sms_ = sm_count(device_);
-  {  // split-K tickets: a layer splits only when its tiles fill at most half the SMs
+  {  // split-K tickets, one per split tile: only a last wave of at most half the SMs splits
     const std::vector<uint32_t> zeros(size_t(sms_ > 0 ? sms_ : 1), 0u);
     tickets_.upload(zeros.data(), zeros.size() * 4);
   }
@@ -128,8 +127,7 @@ void Nvfp4Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const 
   g.dtype = ht;
   // Split K where the output tiles leave SMs idle; the partial sums live in the device's shared
   // scratch (weight_scratch.hpp), which a CUDA-graph capture cannot lease: captures do not split.
-  Nvfp4Split sp = nvfp4_gemm_splits(M, N, Kpad_, sms_);
-  if (capturing) sp = nvfp4_gemm_splits(M, N, Kpad_, 0);
+  const Nvfp4Split sp = nvfp4_gemm_splits(M, N, Kpad_, capturing ? 0 : sms_);
   g.splits = sp.splits;
   g.k_steps_per_split = sp.k_steps_per_split;
   g.full_tiles = sp.full_tiles;
