@@ -95,6 +95,21 @@ __device__ __forceinline__ void bulk_copy_g2s_multicast(void* dst, const void* s
       "l"(src), "r"(bytes), "r"(smem_addr(bar)), "h"(mask)
       : "memory");
 }
+// The float4 at the shared-memory offset of `local` in CTA `cta` of the cluster (distributed
+// shared memory). Volatile: kept after the cluster barrier that publishes what it reads.
+__device__ __forceinline__ float4 ld_dsmem_f4(const void* local, uint32_t cta) {
+  float4 v;
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %4, %5;\n"
+      "ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [remote];\n"
+      "}\n"
+      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+      : "r"(smem_addr(local)), "r"(cta));
+  return v;
+}
+
 // Orders this thread's view of shared memory written through the generic proxy before later
 // accesses through the async proxy (wgmma operands).
 __device__ __forceinline__ void fence_proxy_async() {
