@@ -2,7 +2,6 @@
 // nvfp4_kernels.hpp, and its forward pass: activation kernel (act and lact), GEMM.
 #include "nvfp4_layer.hpp"
 
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,7 +10,6 @@
 #include "nvfp4_act_pack.hpp"
 #include "nvfp4_pack.hpp"
 #include "sm90_pack.hpp"
-#include "weight_scratch.hpp"
 #include "svdquant/error.hpp"
 #include "svdquant/float_formats.hpp"
 
