@@ -26,11 +26,12 @@
 // would fill at most half the SMs (at small M: the only wave), its tiles are split along K by a
 // second launch (SPLIT) in which the S splits of a tile are one thread-block cluster. Each split
 // leaves its float32 sums (128 KB) in its own shared memory; after a cluster barrier, split CTA r
-// reduces the 64-row weight blocks q = 2 wg + b with q % S == r over the S CTAs' shared memory in
-// split order (distributed shared memory) and runs the epilogue for them; a second barrier keeps
-// every CTA's shared memory alive until all have read it. Deterministic, no global scratch, and
-// the reduction is spread over the cluster (v13 had the tile's last CTA read all S partials back
-// from L2: ~640 KB through one SM at M = 256).
+// adds the S splits' sums of its activation rows 8 c .. 8 c + 7, c in [16 r / S, 16 (r + 1) / S),
+// in split order over distributed shared memory (128 KB read per CTA whatever S), runs the
+// epilogue and stores those rows; a second barrier keeps every CTA's shared memory alive until
+// all have read it. Deterministic, no global scratch, and the reduction is spread over the
+// cluster (v13 had the tile's last CTA read all S partials back from L2: ~640 KB through one SM
+// at M = 256).
 // Epilogue: ·(alpha·2^7), ·wcscales + bias (two float32 operations, §4.3), + u = l · up^T (bf16
 // wgmma of split operands into the same accumulators, as the int4 GEMM does), rounded to T, staged
 // in shared memory and stored row by row.
@@ -229,7 +230,8 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
 
   // Split K: this split's sums into its own shared memory (the stages are free: every copy
   // landed and every wgmma reading them completed, in both warpgroups after the barrier), then
-  // the blocks this CTA owns added over the cluster's CTAs in split order.
+  // this CTA's rows added over the cluster's CTAs in split order.
+  const int c_lo = SPLIT ? int(16 * split / uint32_t(S)) : 0, c_hi = SPLIT ? int(16 * (split + 1) / uint32_t(S)) : 16;
   if constexpr (SPLIT) {
     float4* mine = reinterpret_cast<float4*>(smem);  // [b][i4][tid]: 128 KB
     named_barrier(1, kConsumerThreads);
@@ -239,25 +241,33 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
       for (int i4 = 0; i4 < 16; ++i4)
         mine[(b * 16 + i4) * kConsumerThreads + tid] = make_float4(acc[b][4 * i4], acc[b][4 * i4 + 1], acc[b][4 * i4 + 2], acc[b][4 * i4 + 3]);
     cluster_sync();  // every split's sums are in its shared memory, visible to the cluster
+    // 8 loads in flight per split (registers: 128 accumulators are live).
 #pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      if (uint32_t(2 * wg + b) % uint32_t(S) != split) continue;  // another CTA's block
-      for (int sp = 0; sp < S; ++sp) {
-        float4 v[16];
+    for (int b = 0; b < 2; ++b)
 #pragma unroll
-        for (int i4 = 0; i4 < 16; ++i4) v[i4] = ld_dsmem_f4(&mine[(b * 16 + i4) * kConsumerThreads + tid], uint32_t(sp));
+      for (int h = 0; h < 2; ++h) {
+        if (8 * h + 8 <= c_lo || 8 * h >= c_hi) continue;
+        for (int sp = 0; sp < S; ++sp) {
+          float4 v[8];
 #pragma unroll
-        for (int i4 = 0; i4 < 16; ++i4) {
-          float* d = &acc[b][4 * i4];
-          if (sp == 0) {
-            d[0] = v[i4].x, d[1] = v[i4].y, d[2] = v[i4].z, d[3] = v[i4].w;
-          } else {
-            d[0] = __fadd_rn(d[0], v[i4].x), d[1] = __fadd_rn(d[1], v[i4].y);
-            d[2] = __fadd_rn(d[2], v[i4].z), d[3] = __fadd_rn(d[3], v[i4].w);
+          for (int u = 0; u < 8; ++u) {
+            const int i4 = 8 * h + u;
+            if (i4 >= c_lo && i4 < c_hi) v[u] = ld_dsmem_f4(&mine[(b * 16 + i4) * kConsumerThreads + tid], uint32_t(sp));
+          }
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            const int i4 = 8 * h + u;
+            if (i4 < c_lo || i4 >= c_hi) continue;  // another CTA's rows
+            float* d = &acc[b][4 * i4];
+            if (sp == 0) {
+              d[0] = v[u].x, d[1] = v[u].y, d[2] = v[u].z, d[3] = v[u].w;
+            } else {
+              d[0] = __fadd_rn(d[0], v[u].x), d[1] = __fadd_rn(d[1], v[u].y);
+              d[2] = __fadd_rn(d[2], v[u].z), d[3] = __fadd_rn(d[3], v[u].w);
+            }
           }
         }
       }
-    }
     cluster_sync();  // no CTA reuses its shared memory (below) while a peer may still read it
   }
 
@@ -364,9 +374,7 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
     const int row = x / kChunks, ch = x % kChunks;
     const int64_t m = m0 + row, n = n0 + ch * 8;
     if (m >= p.M || n >= p.N) continue;
-    if constexpr (SPLIT) {  // weight block ch / 8 of the tile: stored by the CTA that reduced it
-      if (uint32_t(ch / 8) % uint32_t(S) != split) continue;
-    }
+    if (row < 8 * c_lo || row >= 8 * c_hi) continue;  // (split tiles) another CTA's rows
     const uint16_t* src = so + row * kOutStride + ch * 8;
     uint16_t* dst = p.y + m * p.N + n;
     if (vec) {
