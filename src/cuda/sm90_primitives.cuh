@@ -52,6 +52,32 @@ __device__ __forceinline__ void mbar_arrive_cluster_if(bool pred, uint64_t* bar,
       "r"(cta), "r"(uint32_t(pred))
       : "memory");
 }
+// Publishing shared-memory data to the other CTAs of a cluster through an mbarrier: every
+// publishing thread arrives on the barrier at `bar`'s offset in CTA `cta` with release semantics
+// at cluster scope (its earlier shared-memory writes become visible to a thread of that CTA that
+// then completes mbar_wait_cluster on the phase).
+__device__ __forceinline__ void mbar_arrive_release_cluster(uint64_t* bar, uint32_t cta) {
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(cta)
+      : "memory");
+}
+__device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred P1;\n"
+      "LAB_WAIT:\n"
+      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 P1, [%0], %1;\n"
+      "@!P1 bra LAB_WAIT;\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(parity)
+      : "memory");
+}
+
 // This CTA's rank in its cluster, the cluster's index in the grid and the number of clusters
 // (1-D grids).
 __device__ __forceinline__ uint32_t cluster_rank() {
@@ -75,6 +101,11 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release;\n" ::: "memory");
   asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory");
 }
+// The two halves of cluster_sync, for work between them that needs no other block: after
+// cluster_arrive a thread may do anything but touch another block's shared memory; cluster_wait
+// returns once every thread of the cluster has arrived.
+__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
 // 1-D bulk copy global -> shared; bytes and both addresses multiples of 16.
 __device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
   asm volatile(

@@ -138,15 +138,25 @@ INSTANTIATE_TEST_SUITE_P(
     case_name);
 
 // Split-K (small M, fp32 and fp8 accumulation, the layer's own cluster choice): the splits'
-// partial sums are added in split order, so two calls give bitwise the same output, and the
-// result is the unsplit one (a pinned cluster of 1 never splits) up to float32 rounding of the
-// group sums.
-TEST(CudaLayerSplitK, DeterministicAndCloseToUnsplit) {
+// partial sums are added in split order through the cluster's shared memory, so two calls give
+// bitwise the same output, and the result is the unsplit one (a pinned cluster of 1 never
+// splits) up to float32 rounding of the group sums. The shapes take 2, 3 and 4 splits on a
+// 132-SM part; M = 200 and M = 1 leave the last row tile partly or mostly empty (each split CTA
+// stores its share of the tile's rows).
+struct SplitCase {
+  int64_t M, N, K;
+  int splits_on_132;
+};
+
+class CudaLayerSplitK : public ::testing::TestWithParam<SplitCase> {};
+
+TEST_P(CudaLayerSplitK, DeterministicAndCloseToUnsplit) {
   SVDQUANT_SKIP_WITHOUT_HOPPER();
-  const cudatest::LayerSpec s{384, 3072, 32, HalfKind::BF16, false};
-  ASSERT_GT(cuda::gemm_splits(256, s.N, s.K, 132), 1);  // the case below does split
-  const LayerWeights w = cudatest::random_layer(s, 777);
-  const Tensor x = cudatest::random_input(256, s.K, s.dtype, false, 778);
+  const SplitCase c = GetParam();
+  const cudatest::LayerSpec s{c.N, c.K, 32, HalfKind::BF16, false};
+  ASSERT_EQ(cuda::gemm_splits(c.M, s.N, s.K, 132), c.splits_on_132);  // the case takes the split it is for
+  const LayerWeights w = cudatest::random_layer(s, 777 + uint64_t(c.N));
+  const Tensor x = cudatest::random_input(c.M, s.K, s.dtype, false, 778 + uint64_t(c.M));
   for (const Activations act : {Activations::CHECKPOINT, Activations::FP8}) {
     const Tensor a = gpu_forward(w, x, Accumulate::FP32, 0, act), b = gpu_forward(w, x, Accumulate::FP32, 0, act);
     EXPECT_EQ(cudatest::compare_ulp(a, b, s.dtype).differing, 0) << "split-K is not deterministic";
@@ -156,6 +166,14 @@ TEST(CudaLayerSplitK, DeterministicAndCloseToUnsplit) {
     EXPECT_LT(cudatest::rel_l2(a, u), 1e-4);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaLayerSplitK,
+                         ::testing::Values(SplitCase{256, 384, 3072, 4}, SplitCase{200, 3072, 3072, 2},
+                                           SplitCase{256, 2304, 3072, 3}, SplitCase{1, 384, 3072, 4}),
+                         [](const ::testing::TestParamInfo<SplitCase>& i) {
+                           return "M" + std::to_string(i.param.M) + "_N" + std::to_string(i.param.N) + "_S" +
+                                  std::to_string(i.param.splits_on_132);
+                         });
 
 // §4.2: with no low-rank branch, bias or wcscales the output is T(f32(acc)) = acc, so the GEMM's
 // group accumulation in T is compared bit for bit.
