@@ -326,7 +326,7 @@ int main(int argc, char** argv) {
     for (int64_t M : profile ? std::vector<int64_t>{profile_m} : std::vector<int64_t>{256, 4608}) {
       const int64_t Mp = cuda::nv_round_up(M, cuda::kNvTileM);
       cuda::DeviceBuffer x(size_t(M * K * 2)), y(size_t(M * N * 2)), smooth, rcp, act(size_t(Mp * Kp * 2)),
-          lact(size_t(Mp * Rp * 4)), wpack, pdn, pup, wc, bias;
+          lact(size_t(Mp * Rp * 4)), wpack, pdn, pup, wc, bias, partial, tickets;
       {
         const auto hx = random_bf16(size_t(M * K), 1.0f, rng);
         ck(cudaMemcpy(x.get(), hx.data(), x.size(), cudaMemcpyHostToDevice), "x");
@@ -381,6 +381,13 @@ int main(int argc, char** argv) {
       g.splits = sp.splits;
       g.k_steps_per_split = sp.k_steps_per_split;
       g.full_tiles = sp.full_tiles;
+      if (sp.splits > 1) {
+        partial.resize(sp.partial_bytes);
+        tickets.resize(sp.ticket_bytes);
+        ck(cudaMemset(tickets.get(), 0, tickets.size()), "tickets");
+        g.partial = partial.as<float>();
+        g.tickets = tickets.as<uint32_t>();
+      }
       const double ta = timer.median_ms([&] { cuda::launch_nvfp4_act(a, stream); });
       const double ta0 = timer.median_ms([&] { cuda::launch_nvfp4_act(a0, stream); });
       const double tg = timer.median_ms([&] { cuda::launch_nvfp4_gemm(g, stream); });

@@ -23,15 +23,9 @@
 // 16-byte load per block) and row scales and builds the 2 x 4 A fragments (32 registers) of the
 // next K step while the 8 wgmmas of the current one run.
 // Split K (nvfp4_gemm_splits): one CTA per SM, so the tiles run in waves; where the last wave
-// would fill at most half the SMs (at small M: the only wave), its tiles are split along K by a
-// second launch (SPLIT) in which the S splits of a tile are one thread-block cluster. Each split
-// leaves its float32 sums (128 KB) in its own shared memory; after a cluster barrier, split CTA r
-// adds the S splits' sums of its activation rows 8 c .. 8 c + 7, c in [16 r / S, 16 (r + 1) / S),
-// in split order over distributed shared memory (128 KB read per CTA whatever S), runs the
-// epilogue and stores those rows; a second barrier keeps every CTA's shared memory alive until
-// all have read it. Deterministic, no global scratch, and the reduction is spread over the
-// cluster (v13 had the tile's last CTA read all S partials back from L2: ~640 KB through one SM
-// at M = 256).
+// would fill at most half the SMs (at small M: the only wave), its tiles are split along K, each
+// split's CTA writes its float32 sums to `partial`, and the tile's last CTA (integer ticket) adds
+// them in split order and runs the epilogue: deterministic.
 // Epilogue: ·(alpha·2^7), ·wcscales + bias (two float32 operations, §4.3), + u = l · up^T (bf16
 // wgmma of split operands into the same accumulators, as the int4 GEMM does), rounded to T, staged
 // in shared memory and stored row by row.
@@ -39,7 +33,6 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <atomic>
 #include <stdexcept>
 
 #include "cuda_check.hpp"
@@ -109,22 +102,25 @@ __device__ __forceinline__ uint16_t to_half(float f) {
   else return __half_as_ushort(__float2half_rn(f));
 }
 
-// SPLIT: the launch of the split tiles (clusters of p.splits CTAs, one per split, rank = split);
-// otherwise CTA b computes the whole tile b.
-template <bool BF16, bool SPLIT>
+template <bool BF16>
 __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_constant__ Nvfp4GemmParams p) {
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kBarrierOffset);
   uint64_t* empty = full + kStages;
+  uint32_t* flag = reinterpret_cast<uint32_t*>(empty + kStages);
 
   const int64_t Nt = nv_round_up(p.N, kNvTileN) / kNvTileN, KT = p.Kpad / kNvTileK;
-  const int S = SPLIT ? p.splits : 1;
-  const uint32_t split = SPLIT ? cluster_rank() : 0u;  // == blockIdx.x % S (clusters along x)
-  const int64_t tile = SPLIT ? p.full_tiles + int64_t(blockIdx.x) / S : int64_t(blockIdx.x);
+  // CTAs below full_tiles compute whole tiles; the rest take the remaining tiles in `splits` K ranges
+  // (tail: the index among the split tiles).
+  const int64_t bid = blockIdx.x, tail_cta = bid - p.full_tiles;
+  const bool split_tile = tail_cta >= 0 && p.splits > 1;
+  const int S = split_tile ? p.splits : 1;
+  const int64_t tile = tail_cta < 0 ? bid : p.full_tiles + tail_cta / p.splits;
+  const int64_t tail = tile - p.full_tiles, split = tail_cta < 0 ? 0 : tail_cta % p.splits;
   const int64_t nt = tile % Nt, mt = tile / Nt;
-  const int64_t steps = SPLIT ? p.k_steps_per_split : KT;
-  const int64_t k0 = int64_t(split) * steps, k1 = KT < k0 + steps ? KT : k0 + steps;
+  const int64_t steps = split_tile ? p.k_steps_per_split : KT;
+  const int64_t k0 = split * steps, k1 = KT < k0 + steps ? KT : k0 + steps;
   const int nk = int(k1 - k0);
 
   if (threadIdx.x == 0) {
@@ -152,10 +148,6 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
         bulk_copy_g2s(st, act + size_t(i) * kActBytes, kActBytes, &full[s]);
         bulk_copy_g2s(st + kActBytes, w + size_t(i) * kNvWStepBytes, kNvWStepBytes, &full[s]);
       }
-    }
-    if constexpr (SPLIT) {  // the producer warpgroup takes part in the consumers' two cluster barriers
-      cluster_sync();
-      cluster_sync();
     }
     return;
   }
@@ -228,47 +220,45 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
     }
   }
 
-  // Split K: this split's sums into its own shared memory (the stages are free: every copy
-  // landed and every wgmma reading them completed, in both warpgroups after the barrier), then
-  // this CTA's rows added over the cluster's CTAs in split order.
-  const int c_lo = SPLIT ? int(16 * split / uint32_t(S)) : 0, c_hi = SPLIT ? int(16 * (split + 1) / uint32_t(S)) : 16;
-  if constexpr (SPLIT) {
-    float4* mine = reinterpret_cast<float4*>(smem);  // [b][i4][tid]: 128 KB
-    named_barrier(1, kConsumerThreads);
+  // Split K: the partial sums of this split, then the tile's last CTA adds all in split order.
+  if (split_tile) {
+    float4* part = reinterpret_cast<float4*>(p.partial) + (tail * S + split) * (kConsumerThreads * 32);
 #pragma unroll
     for (int b = 0; b < 2; ++b)
 #pragma unroll
       for (int i4 = 0; i4 < 16; ++i4)
-        mine[(b * 16 + i4) * kConsumerThreads + tid] = make_float4(acc[b][4 * i4], acc[b][4 * i4 + 1], acc[b][4 * i4 + 2], acc[b][4 * i4 + 3]);
-    cluster_sync();  // every split's sums are in its shared memory, visible to the cluster
-    // 8 loads in flight per split (registers: 128 accumulators are live).
+        part[(b * 16 + i4) * kConsumerThreads + tid] =
+            make_float4(acc[b][4 * i4], acc[b][4 * i4 + 1], acc[b][4 * i4 + 2], acc[b][4 * i4 + 3]);
+    __threadfence();
+    named_barrier(1, kConsumerThreads);
+    if (tid == 0) {
+      const uint32_t ticket = atomicAdd(&p.tickets[tail], 1u);
+      const bool last = ticket == uint32_t(S - 1);
+      if (last) p.tickets[tail] = 0;  // ready for the next call (stream-ordered)
+      *flag = last;
+    }
+    named_barrier(1, kConsumerThreads);
+    if (!*flag) return;
+    __threadfence();
+    // Split order, whichever CTA is last; per block of 64 rows 16 loads in flight at a time.
+    const float4* base = reinterpret_cast<const float4*>(p.partial) + tail * S * (kConsumerThreads * 32);
 #pragma unroll
     for (int b = 0; b < 2; ++b)
+      for (int sp = 0; sp < S; ++sp) {
+        float4 v[16];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        if (8 * h + 8 <= c_lo || 8 * h >= c_hi) continue;
-        for (int sp = 0; sp < S; ++sp) {
-          float4 v[8];
+        for (int i4 = 0; i4 < 16; ++i4) v[i4] = __ldcg(&base[(size_t(sp) * 32 + b * 16 + i4) * kConsumerThreads + tid]);
 #pragma unroll
-          for (int u = 0; u < 8; ++u) {
-            const int i4 = 8 * h + u;
-            if (i4 >= c_lo && i4 < c_hi) v[u] = ld_dsmem_f4(&mine[(b * 16 + i4) * kConsumerThreads + tid], uint32_t(sp));
-          }
-#pragma unroll
-          for (int u = 0; u < 8; ++u) {
-            const int i4 = 8 * h + u;
-            if (i4 < c_lo || i4 >= c_hi) continue;  // another CTA's rows
-            float* d = &acc[b][4 * i4];
-            if (sp == 0) {
-              d[0] = v[u].x, d[1] = v[u].y, d[2] = v[u].z, d[3] = v[u].w;
-            } else {
-              d[0] = __fadd_rn(d[0], v[u].x), d[1] = __fadd_rn(d[1], v[u].y);
-              d[2] = __fadd_rn(d[2], v[u].z), d[3] = __fadd_rn(d[3], v[u].w);
-            }
+        for (int i4 = 0; i4 < 16; ++i4) {
+          float* d = &acc[b][4 * i4];
+          if (sp == 0) {
+            d[0] = v[i4].x, d[1] = v[i4].y, d[2] = v[i4].z, d[3] = v[i4].w;
+          } else {
+            d[0] = __fadd_rn(d[0], v[i4].x), d[1] = __fadd_rn(d[1], v[i4].y);
+            d[2] = __fadd_rn(d[2], v[i4].z), d[3] = __fadd_rn(d[3], v[i4].w);
           }
         }
       }
-    cluster_sync();  // no CTA reuses its shared memory (below) while a peer may still read it
   }
 
   // Epilogue. acc[b][i], i = 4 c8 + 2 hh + e: weight row (output column) 128 wg + 64 b + rw + 8 hh
@@ -374,7 +364,6 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
     const int row = x / kChunks, ch = x % kChunks;
     const int64_t m = m0 + row, n = n0 + ch * 8;
     if (m >= p.M || n >= p.N) continue;
-    if (row < 8 * c_lo || row >= 8 * c_hi) continue;  // (split tiles) another CTA's rows
     const uint16_t* src = so + row * kOutStride + ch * 8;
     uint16_t* dst = p.y + m * p.N + n;
     if (vec) {
@@ -393,95 +382,39 @@ Nvfp4Split nvfp4_gemm_splits(int64_t M, int64_t N, int64_t Kpad, int sms) {
   const int64_t KT = Kpad / kNvTileK;
   // One CTA per SM (shared memory): the tiles run in waves of `sms`. Complete waves stay whole;
   // a last wave that fills at most half the SMs is split along K (every split keeps at least 4 K
-  // steps; at most kMaxSplits, a portable cluster), so that it takes a fraction of a tile's time
-  // instead of a whole one (v13: M = 4608, K = N = 3072, 36 tiles x 3 splits after 3 whole waves:
-  // GEMM 160.3 -> 147.8 us).
+  // steps), so that it takes a fraction of a tile's time instead of a whole one (v13: M = 4608,
+  // K = N = 3072, 36 tiles x 3 splits after 3 whole waves: GEMM 160.3 -> 147.8 us).
   const int64_t waves = sms > 0 ? tiles / sms : 0;
   const int64_t tail = sms > 0 ? tiles - waves * sms : 0;
   int64_t splits = 1;
-  if (sms > 0 && tail > 0 && 2 * tail <= sms) splits = std::min<int64_t>({sms / tail, KT / 4, int64_t(kMaxSplits)});
+  if (sms > 0 && tail > 0 && 2 * tail <= sms) splits = std::min<int64_t>(sms / tail, KT / 4);
   splits = std::max<int64_t>(splits, 1);
   const int64_t per = (KT + splits - 1) / splits;
   splits = (KT + per - 1) / per;  // no empty split
   s.splits = int(splits);
   s.k_steps_per_split = int(per);
   s.full_tiles = splits > 1 ? waves * sms : tiles;
+  if (splits > 1) {
+    s.partial_bytes = size_t((tiles - s.full_tiles) * splits) * kNvTileN * kNvTileM * 4;
+    s.ticket_bytes = size_t(tiles - s.full_tiles) * 4;
+  }
   return s;
 }
 
-namespace {
-
-// Whether clusters of S split CTAs (one per SM: their shared memory) can be resident on this
-// device at all, cached per device and S. Where they cannot (a small partition of a GPU), the
-// split tiles run whole.
-template <typename Kernel>
-bool clusters_fit(Kernel kernel, int S) {
-  static std::atomic<int> cache[64][kMaxSplits + 1];  // 0 unknown, 1 no, 2 yes
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  std::atomic<int>* c = dev < 64 ? &cache[dev][S] : nullptr;
-  if (c && c->load() != 0) return c->load() == 2;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeClusterDimension;
-  attr.val.clusterDim.x = unsigned(S);
-  attr.val.clusterDim.y = 1;
-  attr.val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(S));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = kSmemBytes;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  int n = 0;
-  const bool ok = cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) == cudaSuccess && n > 0;
-  if (!ok) (void)cudaGetLastError();  // a refusal is an answer here, not a sticky error
-  if (c) c->store(ok ? 2 : 1);
-  return ok;
-}
-
-template <bool BF16>
-void launch_typed(const Nvfp4GemmParams& p, int64_t tiles, cudaStream_t stream) {
-  auto whole = nvfp4_gemm_kernel<BF16, false>;
-  auto split = nvfp4_gemm_kernel<BF16, true>;
-  static std::atomic<uint64_t> opted{0};  // the opt-in above 48 KB of dynamic shared memory, per device
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  const uint64_t bit = uint64_t(1) << (dev & 63);
-  if (!(opted.load(std::memory_order_acquire) & bit)) {
-    check(cudaFuncSetAttribute(whole, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)), "cudaFuncSetAttribute(nvfp4_gemm)");
-    check(cudaFuncSetAttribute(split, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)), "cudaFuncSetAttribute(nvfp4_gemm)");
-    opted.fetch_or(bit, std::memory_order_release);
-  }
-  const bool splits = p.splits > 1 && p.full_tiles < tiles && clusters_fit(split, p.splits);
-  const int64_t full = splits ? p.full_tiles : tiles;
-  if (full > 0) launch_pdl(whole, dim3(unsigned(full)), dim3(kThreads), kSmemBytes, stream, "cudaLaunchKernelEx(nvfp4_gemm)", p);
-  if (!splits) return;
-  // The split tiles: a second launch (PDL after the first), in clusters of p.splits.
-  cudaLaunchAttribute attr[2] = {pdl_attribute(), {}};
-  attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = unsigned(p.splits);
-  attr[1].val.clusterDim.y = 1;
-  attr[1].val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned((tiles - full) * p.splits));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = kSmemBytes;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 2;
-  check(cudaLaunchKernelEx(&cfg, split, p), "cudaLaunchKernelEx(nvfp4_gemm, split)");
-}
-
-}  // namespace
-
 void launch_nvfp4_gemm(const Nvfp4GemmParams& p, cudaStream_t stream) {
   if (p.M <= 0 || p.N <= 0) return;
-  if (p.splits < 1 || p.splits > kMaxSplits || p.k_steps_per_split < 1 || p.full_tiles < 0 ||
-      (p.splits > 1 && int64_t(p.splits - 1) * p.k_steps_per_split >= p.Kpad / kNvTileK))
+  if (p.splits < 1 || p.k_steps_per_split < 1 || p.full_tiles < 0 || (p.splits > 1 && (!p.partial || !p.tickets)))
     throw std::invalid_argument("launch_nvfp4_gemm: splits not set (nvfp4_gemm_splits)");
   const int64_t tiles = (nv_round_up(p.N, kNvTileN) / kNvTileN) * (nv_round_up(p.M, kNvTileM) / kNvTileM);
-  if (p.dtype == HalfType::BF16) launch_typed<true>(p, tiles, stream);
-  else launch_typed<false>(p, tiles, stream);
+  const int64_t full = std::min(p.full_tiles, tiles);
+  const dim3 grid(unsigned(full + (tiles - full) * p.splits));
+  auto go = [&](auto kernel) {
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes)),
+          "cudaFuncSetAttribute(nvfp4_gemm)");
+    launch_pdl(kernel, grid, dim3(kThreads), kSmemBytes, stream, "cudaLaunchKernelEx(nvfp4_gemm)", p);
+  };
+  if (p.dtype == HalfType::BF16) go(nvfp4_gemm_kernel<true>);
+  else go(nvfp4_gemm_kernel<false>);
   check_launch("nvfp4_gemm_kernel");
 }
 

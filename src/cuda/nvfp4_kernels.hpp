@@ -77,9 +77,9 @@ inline constexpr int kNvWScaleShift = 7;
 // NUMERICS.md §4.1 in another float32 summation order: fp16 wgmma with float32 accumulation over
 // all of K of the exact products (q_a·s_a)·(q_w·s_w), ×alpha, §4.3 epilogue. With splits > 1 the
 // K steps of the tiles from full_tiles on are divided among `splits` CTAs per tile
-// (k_steps_per_split each), one thread-block cluster per tile, whose float32 partial sums are
-// added in split order through distributed shared memory (no workspace). proj_up holds T values
-// (widened): the epilogue takes them as bf16 (hi + lo).
+// (k_steps_per_split each); their float32 partial sums (partial: [split tiles][splits][128 x 256]
+// float32) are added in split order by the tile's last CTA (tickets: [split tiles] uint32, zero
+// between calls). proj_up holds T values (widened): the epilogue takes them as bf16 (hi + lo).
 struct Nvfp4GemmParams {
   const uint16_t* act = nullptr;      // nv_act_index layout, fp16
   const uint8_t* wpack = nullptr;     // [Npad / 256][Kpad / 64][kNvWStepBytes]
@@ -88,6 +88,8 @@ struct Nvfp4GemmParams {
   const float* wcscales = nullptr;    // [Npad]
   const float* bias = nullptr;        // [Npad]
   uint16_t* y = nullptr;              // [M, N] T
+  float* partial = nullptr;           // splits > 1 only
+  uint32_t* tickets = nullptr;        // splits > 1 only
   int64_t M = 0, N = 0, Kpad = 0;
   int Rpad = 0;
   int splits = 1, k_steps_per_split = 0;  // set by nvfp4_gemm_splits
@@ -95,12 +97,12 @@ struct Nvfp4GemmParams {
   float alpha = 1.0f;
   HalfType dtype = HalfType::BF16;
 };
-// The split of the K steps for an M x N x Kpad GEMM on `sms` SMs (splits, steps per split, the
-// tiles that stay whole). At most kMaxSplits splits: a portable cluster.
-inline constexpr int kMaxSplits = 8;
+// The split of the K steps for an M x N x Kpad GEMM on `sms` SMs (splits, steps per split), and
+// the partial-sum / ticket bytes it needs.
 struct Nvfp4Split {
   int splits = 1, k_steps_per_split = 0;
   int64_t full_tiles = 0;
+  size_t partial_bytes = 0, ticket_bytes = 0;
 };
 Nvfp4Split nvfp4_gemm_splits(int64_t M, int64_t N, int64_t Kpad, int sms);
 void launch_nvfp4_gemm(const Nvfp4GemmParams& p, cudaStream_t stream);

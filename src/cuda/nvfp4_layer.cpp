@@ -2,6 +2,7 @@
 // nvfp4_kernels.hpp, and its forward pass: activation kernel (act and lact), GEMM.
 #include "nvfp4_layer.hpp"
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "nvfp4_act_pack.hpp"
 #include "nvfp4_pack.hpp"
 #include "sm90_pack.hpp"
+#include "weight_scratch.hpp"
 #include "svdquant/error.hpp"
 #include "svdquant/float_formats.hpp"
 
@@ -38,6 +40,10 @@ Nvfp4Layer::Nvfp4Layer(const LayerWeights& w, const ForwardOptions& opt) {
     wpack_.upload(packed.data(), packed.size());
   }
   sms_ = sm_count(device_);
+  {  // split-K tickets, one per split tile: only a last wave of at most half the SMs splits
+    const std::vector<uint32_t> zeros(size_t(sms_ > 0 ? sms_ : 1), 0u);
+    tickets_.upload(zeros.data(), zeros.size() * 4);
+  }
   {  // the activation kernel's tables (nvfp4_act_pack.hpp)
     const Tensor sm = contiguous_host(w.smooth);
     smooth_.upload(sm.data(), size_t(K) * 2);
@@ -119,12 +125,18 @@ void Nvfp4Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const 
   g.Rpad = int(Rpad_);
   g.alpha = alpha_;
   g.dtype = ht;
-  // Split K where the output tiles leave SMs idle (a cluster per split tile: no workspace, so
-  // eager calls and graph captures split alike).
-  const Nvfp4Split sp = nvfp4_gemm_splits(M, N, Kpad_, sms_);
+  // Split K where the output tiles leave SMs idle; the partial sums live in the device's shared
+  // scratch (weight_scratch.hpp), which a CUDA-graph capture cannot lease: captures do not split.
+  const Nvfp4Split sp = nvfp4_gemm_splits(M, N, Kpad_, capturing ? 0 : sms_);
   g.splits = sp.splits;
   g.k_steps_per_split = sp.k_steps_per_split;
   g.full_tiles = sp.full_tiles;
+  std::optional<WeightScratch::Lease> lease;
+  if (sp.splits > 1) {
+    lease.emplace(WeightScratch::current(), sp.partial_bytes, stream);
+    g.partial = reinterpret_cast<float*>(lease->data());
+    g.tickets = tickets_.as<uint32_t>();
+  }
   launch_nvfp4_gemm(g, stream);
   order_.after_launch(stream, capturing);
 }

@@ -33,7 +33,7 @@ class Nvfp4Layer final : public PreparedLayer {
   int64_t Kpad_ = 0, Npad_ = 0, Rpad_ = 0;
   float alpha_ = 1.0f;
   int sms_ = 0;
-  DeviceBuffer wpack_, smooth_, proj_down_, proj_up_, wcscales_, bias_;
+  DeviceBuffer wpack_, tickets_, smooth_, proj_down_, proj_up_, wcscales_, bias_;
   DeviceBuffer smooth_rcp_;  // proj_down_ holds the activation kernel's fragments (nvfp4_act_pack.hpp)
 
   mutable int64_t ws_rows_ = 0;

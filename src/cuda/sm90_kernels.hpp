@@ -99,18 +99,22 @@ struct GemmParams {
   // (11: the consumers only wait for and release the stages: the delivery alone). 0 in every
   // real call.
   int profile_skip = 0;
-  // Split-K for small M (FP32 and FP8 modes, no multicast cluster, int4 fragments; 1: off, at
-  // most 4): each output tile is computed by a cluster of `splits` CTAs over consecutive ranges
-  // of groups, whose float32 accumulators are added in split order through distributed shared
-  // memory, each CTA storing a share of the tile's rows. Deterministic (no float atomics, no
-  // workspace); the group sums are added in another association than §4.1 / §5's single chain,
-  // which both allow.
+  // Split-K for small M (FP32 and FP8 modes, clusters of 1, int4 fragments; 1: off): each output
+  // tile is computed by `splits` CTAs over consecutive ranges of groups; each writes its float32
+  // accumulators to split_ws and the last one of the tile to finish (an integer ticket in
+  // split_tickets) adds them in split order and runs the epilogue. Deterministic (no float
+  // atomics); the group sums are added in another association than §4.1 / §5's single chain,
+  // which both allow. The tickets must be zero before the call; the kernel leaves them zero.
   int splits = 1;
+  float* split_ws = nullptr;          // gemm_split_ws_floats(M, N, splits) floats
+  unsigned* split_tickets = nullptr;  // gemm_split_tiles(M, N) counters
 };
 void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream);
 // The split count the layer uses for an M x N x K GEMM on a device with `sms` SMs (1: no split):
 // the one that minimizes the rounds of the persistent CTAs per unit of work.
 int gemm_splits(int64_t M, int64_t N, int64_t K, int sms);
+int64_t gemm_split_tiles(int64_t M, int64_t N);                  // output tiles (tickets)
+int64_t gemm_split_ws_floats(int64_t M, int64_t N, int splits);  // split_ws size
 
 // wfrag ([Nt][G][4096], the int4 fragment order) expanded to e4m3 tiles wexp[Nt][G][8192] in the
 // activation code tiles' layout (weight_expand.cu), the GEMM's GemmParams::wexp.

@@ -76,7 +76,11 @@ Sm90Layer::Sm90Layer(const LayerWeights& w, const ForwardOptions& opt) {
     wcscales_.upload(ev.wcscales.data(), ev.wcscales.size() * 4);
     bias_.upload(ev.bias.data(), ev.bias.size() * 4);
   }
-  sms_ = sm_count(device_);
+  {  // split-K tickets: gemm_splits splits at most two waves of tiles
+    sms_ = sm_count(device_);
+    const std::vector<unsigned> zeros(size_t(2 * sms_), 0u);
+    split_tickets_.upload(zeros.data(), zeros.size() * sizeof(unsigned));
+  }
 }
 
 int Sm90Layer::gemm_splits_for(int64_t M) const {
@@ -85,13 +89,24 @@ int Sm90Layer::gemm_splits_for(int64_t M) const {
   return allowed ? gemm_splits(M, desc.N, desc.K, sms_) : 1;
 }
 
+size_t Sm90Layer::split_ws_bytes(int64_t Mpad) const {
+  size_t most = 0;  // every M up to Mpad: a capture of fewer rows splits as its eager call does
+  for (int64_t m = kTileM; m <= Mpad; m += kTileM)
+    most = std::max(most, size_t(gemm_split_ws_floats(m, desc.N, gemm_splits_for(m))) * sizeof(float));
+  return most;
+}
+
 void Sm90Layer::ensure_workspace(int64_t M, bool capturing) const {
   const int64_t Mpad = round_up(M, kTileM);
   if (Mpad <= ws_.rows()) return;
   if (order_.before_growth(M, ws_.rows(), capturing)) {
-    order_.retire(ws_.release());
+    std::vector<DeviceBuffer> old = ws_.release();
+    old.push_back(std::move(split_ws_));
+    order_.retire(std::move(old));
   }
   ws_.allocate(Mpad, desc.K, int(Rpad_), options.activations == Activations::FP8);
+  const size_t split = split_ws_bytes(Mpad);
+  if (split > split_ws_.size()) split_ws_.resize(split);
 }
 
 void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
@@ -156,8 +171,12 @@ void Sm90Layer::forward(const Tensor& x, Tensor& y, cudaStream_t stream) const {
   g.cluster = cluster_;
   if (expand) {
     g.wexp = scratch->data();
-  } else {
-    g.splits = gemm_splits_for(M);
+  } else if (const int splits = gemm_splits_for(M);
+             splits > 1 && split_ws_.size() >= size_t(gemm_split_ws_floats(M, N, splits)) * sizeof(float)) {
+    // (ensure_workspace sized it; only a cluster or weight path changed since can leave it short)
+    g.splits = splits;
+    g.split_ws = split_ws_.as<float>();
+    g.split_tickets = split_tickets_.as<unsigned>();
   }
   launch_w4a4_gemm(g, stream);
   scratch.reset();  // records the end of the GEMM for the scratch's next user

@@ -51,6 +51,7 @@ class Sm90Layer final : public PreparedLayer {
  private:
   void ensure_workspace(int64_t M, bool capturing) const;  // called with order_.mutex() held
   int gemm_splits_for(int64_t M) const;                    // GemmParams::splits of a call of M rows
+  size_t split_ws_bytes(int64_t Mpad) const;               // split-K partial sums of calls up to Mpad rows
 
   int device_ = 0;
   int64_t Rpad_ = 0;
@@ -58,11 +59,13 @@ class Sm90Layer final : public PreparedLayer {
   int cluster_ = 0;
   WeightPath weight_path_ = WeightPath::AUTO;
   DeviceBuffer wfrag_, wscale_, smooth_, smooth_rcp_, pdfrag_, proj_up_, wcscales_, bias_;
-  int sms_ = 0;  // SMs of the device (gemm_splits)
+  int sms_ = 0;                 // SMs of the device (gemm_splits)
+  DeviceBuffer split_tickets_;  // GemmParams::split_tickets, 2 x SMs, zero between calls
 
   // Workspace (grows with M, reused across calls), then the call ordering: declared last, so its
   // destructor waits for the last call's work before any buffer is freed.
   mutable ActWorkspace ws_;
+  mutable DeviceBuffer split_ws_;  // GemmParams::split_ws, grown with ws_
   mutable CallOrder order_;
 };
 

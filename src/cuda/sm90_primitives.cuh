@@ -52,32 +52,6 @@ __device__ __forceinline__ void mbar_arrive_cluster_if(bool pred, uint64_t* bar,
       "r"(cta), "r"(uint32_t(pred))
       : "memory");
 }
-// Publishing shared-memory data to the other CTAs of a cluster through an mbarrier: every
-// publishing thread arrives on the barrier at `bar`'s offset in CTA `cta` with release semantics
-// at cluster scope (its earlier shared-memory writes become visible to a thread of that CTA that
-// then completes mbar_wait_cluster on the phase).
-__device__ __forceinline__ void mbar_arrive_release_cluster(uint64_t* bar, uint32_t cta) {
-  asm volatile(
-      "{\n"
-      ".reg .b32 remote;\n"
-      "mapa.shared::cluster.u32 remote, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
-      "}\n" ::"r"(smem_addr(bar)),
-      "r"(cta)
-      : "memory");
-}
-__device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred P1;\n"
-      "LAB_WAIT:\n"
-      "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 P1, [%0], %1;\n"
-      "@!P1 bra LAB_WAIT;\n"
-      "}\n" ::"r"(smem_addr(bar)),
-      "r"(parity)
-      : "memory");
-}
-
 // This CTA's rank in its cluster, the cluster's index in the grid and the number of clusters
 // (1-D grids).
 __device__ __forceinline__ uint32_t cluster_rank() {
@@ -101,11 +75,6 @@ __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release;\n" ::: "memory");
   asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory");
 }
-// The two halves of cluster_sync, for work between them that needs no other block: after
-// cluster_arrive a thread may do anything but touch another block's shared memory; cluster_wait
-// returns once every thread of the cluster has arrived.
-__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release;\n" ::: "memory"); }
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory"); }
 // 1-D bulk copy global -> shared; bytes and both addresses multiples of 16.
 __device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
   asm volatile(
@@ -126,21 +95,6 @@ __device__ __forceinline__ void bulk_copy_g2s_multicast(void* dst, const void* s
       "l"(src), "r"(bytes), "r"(smem_addr(bar)), "h"(mask)
       : "memory");
 }
-// The float4 at the shared-memory offset of `local` in CTA `cta` of the cluster (distributed
-// shared memory). Volatile: kept after the cluster barrier that publishes what it reads.
-__device__ __forceinline__ float4 ld_dsmem_f4(const void* local, uint32_t cta) {
-  float4 v;
-  asm volatile(
-      "{\n"
-      ".reg .b32 remote;\n"
-      "mapa.shared::cluster.u32 remote, %4, %5;\n"
-      "ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [remote];\n"
-      "}\n"
-      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-      : "r"(smem_addr(local)), "r"(cta));
-  return v;
-}
-
 // Orders this thread's view of shared memory written through the generic proxy before later
 // accesses through the async proxy (wgmma operands).
 __device__ __forceinline__ void fence_proxy_async() {

@@ -115,9 +115,8 @@ struct Slot {
 // tiles) pairs, n fastest (the clusters in flight share their code tiles in L2); rank r of a
 // cluster takes column tile CS * group + r. Where the column tiles do not fill the last group,
 // its surplus ranks compute a copy of the last column tile (the others need their share of the
-// multicast code tiles) and store nothing. With split-K (GemmParams::splits, CS = 1, SPLIT) the
-// kernel runs in clusters of `splits` CTAs that walk the tiles together: rank s of a cluster takes
-// groups [s * split_groups, (s + 1) * split_groups) of the cluster's tile.
+// multicast code tiles) and store nothing. With split-K (GemmParams::splits, CS = 1) each pair is
+// `splits` consecutive items, split s taking groups [s * split_groups, (s + 1) * split_groups).
 template <int CS>
 struct TileWalk {
   int64_t n_tiles = 0, n_groups = 0, total = 0;  // column tiles, groups of CS of them, items
@@ -131,17 +130,17 @@ struct TileWalk {
   // register convention cost the consumers spills.
   template <bool SPLIT>
   __device__ Tile at(int64_t i, uint32_t rank, int64_t G) const {
-    const uint32_t q = uint32_t(i), ng = uint32_t(n_groups), sp = SPLIT ? rank : 0u;
-    const uint32_t mt = q / ng, ct = (q - mt * ng) * CS + (SPLIT ? 0u : rank);
+    const uint32_t ii = uint32_t(i), ns = SPLIT ? uint32_t(splits) : 1u, ng = uint32_t(n_groups);
+    const uint32_t q = ii / ns, sp = ii - q * ns;
+    const uint32_t mt = q / ng, ct = (q - mt * ng) * CS + rank;
     const int64_t g0 = int64_t(sp) * split_groups;
     return {ct < n_tiles ? int64_t(ct) : n_tiles - 1, int64_t(mt), ct < n_tiles, int64_t(sp),
             G - g0 < split_groups ? G - g0 : split_groups};
   }
-  // This cluster's first pair, the stride and this CTA's rank (one cluster per CTA when CS = 1
-  // without split-K).
-  template <bool SPLIT> __device__ static int64_t first() { return CS == 1 && !SPLIT ? blockIdx.x : cluster_index(); }
-  template <bool SPLIT> __device__ static int64_t stride() { return CS == 1 && !SPLIT ? gridDim.x : cluster_count(); }
-  template <bool SPLIT> __device__ static uint32_t rank() { return CS == 1 && !SPLIT ? 0u : cluster_rank(); }
+  // This cluster's first pair and the stride (one cluster per CTA when CS = 1).
+  __device__ static int64_t first() { return CS == 1 ? blockIdx.x : cluster_index(); }
+  __device__ static int64_t stride() { return CS == 1 ? gridDim.x : cluster_count(); }
+  __device__ static uint32_t rank() { return CS == 1 ? 0u : cluster_rank(); }
 };
 
 // The A registers of one m64 block for the two k32 steps of a group (e4m3, wgmma fragment order).
@@ -178,7 +177,7 @@ template <> struct Half<false> {
 // the wgmmas asynchronous.
 template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW, bool SPLIT>
 __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages, uint64_t* full, uint64_t* empty, uint8_t* epi,
-                                        uint64_t* xbar, const TileWalk<CS>& walk) {
+                                        uint32_t* split_flag, const TileWalk<CS>& walk) {
   using StageT = Stage<SSW>;
   using SlotT = Slot<SSW>;
   using H = Half<BF16>;
@@ -336,11 +335,9 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
   };
 
   SlotT slot;  // the stage of the next group pair (the producer walks the ring the same way)
-  // The CTA's rank is read where it is used (a special register: nothing held through the main
-  // loop, whose registers are at the limit).
-  uint32_t xphase = 0;  // split-K: the phase of the cluster exchange barriers xbar[0], xbar[1]
-  for (int64_t i = TileWalk<CS>::template first<SPLIT>(); i < walk.total; i += TileWalk<CS>::template stride<SPLIT>()) {
-    const auto tl = walk.template at<SPLIT>(i, TileWalk<CS>::template rank<SPLIT>(), G);
+  const uint32_t rank = TileWalk<CS>::rank();
+  for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
+    const auto tl = walk.template at<SPLIT>(i, rank, G);
     const int64_t ct = tl.ct, mt = tl.mt, Gi = tl.groups;  // Gi: the groups of this item
     if constexpr (HALF_ACC) {
 #pragma unroll
@@ -396,45 +393,41 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     slot = c;
     slot.next();
 
-    // Split-K (clusters of S = splits CTAs, rank = split, CS = 1, int4 fragments): each split's
-    // accumulators into its own epilogue area ([j][thread] float4, 64 KB), published to the
-    // cluster on xbar[0]; CTA r then adds the S splits of its accumulator quads j in
-    // [16 r / S, 16 (r + 1) / S) (activation rows 8 j .. 8 j + 7 of the tile) in split order
-    // through distributed shared memory, and, once every CTA has read what it needs (xbar[1]),
-    // runs the epilogue and stores those rows only. Deterministic (fixed order, no atomics, no
-    // workspace); v11.2's form had the tile's last CTA read every split back from L2.
-    if constexpr (SPLIT) {
-      const uint32_t S = uint32_t(walk.splits);
-      const uint32_t rank = TileWalk<CS>::template rank<SPLIT>();
-      const int j_lo = int(16 * rank / S), j_hi = int(16 * (rank + 1) / S);
-      float4* own = reinterpret_cast<float4*>(epi);
-      named_barrier(1, kConsumerThreads);  // the previous tile's stores have read the staged outputs
+    // Split-K: this item's accumulators go to split_ws ([tile][split][16][256] float4, coalesced);
+    // the tile's last item to finish (integer ticket) adds every split's in split order (its own
+    // read back too: the same order whichever CTA is last) and runs the epilogue; the others are
+    // done with the tile. The CUDA threadFenceReduction pattern: stores, fence, ticket.
+    if constexpr (SPLIT) {  // FP32 / FP8, CS = 1, int4 fragments (launch_cluster)
+      const int64_t tile = mt * walk.n_tiles + ct, sp = tl.split;
+      float4* ws = reinterpret_cast<float4*>(p.split_ws) + (tile * walk.splits + sp) * 16 * kConsumerThreads + threadIdx.x;
 #pragma unroll
       for (int v = 0; v < 16; ++v)
-        own[v * kConsumerThreads + threadIdx.x] = make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]);
-      for (uint32_t q = 0; q < S; ++q) mbar_arrive_release_cluster(&xbar[0], q);
-      mbar_wait_cluster(&xbar[0], xphase);
-      // The loads land in part1 (free after the main loop; a separate buffer would add to the
-      // registers the two partial-sum buffers hold around the tile loop, and spill).
-      for (uint32_t q = 0; q < S; ++q) {
+        __stcg(ws + v * kConsumerThreads, make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]));
+      __threadfence();
+      named_barrier(1, kConsumerThreads);
+      if (threadIdx.x == 0) {
+        const bool last = atomicAdd(&p.split_tickets[tile], 1u) == unsigned(walk.splits - 1);
+        if (last) p.split_tickets[tile] = 0u;  // every split of the tile has taken its ticket
+        *split_flag = last ? 1u : 0u;
+      }
+      named_barrier(1, kConsumerThreads);
+      if (*split_flag == 0u) continue;  // uniform over the consumers
+      __threadfence();
+      const float4* src = reinterpret_cast<const float4*>(p.split_ws) + tile * walk.splits * 16 * kConsumerThreads + threadIdx.x;
+      for (int64_t q = 0; q < walk.splits; ++q) {
 #pragma unroll
-        for (int v = 0; v < 16; ++v) {
-          if (v < j_lo || v >= j_hi) continue;
-          const float4 w = ld_dsmem_f4(&own[v * kConsumerThreads + threadIdx.x], q);
-          part1[4 * v] = w.x, part1[4 * v + 1] = w.y, part1[4 * v + 2] = w.z, part1[4 * v + 3] = w.w;
-        }
+        for (int h = 0; h < 2; ++h) {  // 8 loads in flight at a time (registers)
+          float4 v4[8];
 #pragma unroll
-        for (int v = 0; v < 16; ++v) {
-          if (v < j_lo || v >= j_hi) continue;
-          float* a = &acc[4 * v];
-          const float* w = &part1[4 * v];
-          if (q == 0) a[0] = w[0], a[1] = w[1], a[2] = w[2], a[3] = w[3];
-          else a[0] += w[0], a[1] += w[1], a[2] += w[2], a[3] += w[3];
+          for (int v = 0; v < 8; ++v) v4[v] = __ldcg(src + (q * 16 + 8 * h + v) * kConsumerThreads);
+#pragma unroll
+          for (int v = 0; v < 8; ++v) {
+            float* a = &acc[4 * (8 * h + v)];
+            if (q == 0) a[0] = v4[v].x, a[1] = v4[v].y, a[2] = v4[v].z, a[3] = v4[v].w;
+            else a[0] += v4[v].x, a[1] += v4[v].y, a[2] += v4[v].z, a[3] += v4[v].w;
+          }
         }
       }
-      for (uint32_t q = 0; q < S; ++q) mbar_arrive_release_cluster(&xbar[1], q);
-      mbar_wait_cluster(&xbar[1], xphase);  // no peer reads this epilogue area any more
-      xphase ^= 1u;
     }
 
     // Epilogue. part0 := u = lora_act · proj_upᵀ on the tensor cores (v5; on the CUDA cores it
@@ -597,20 +590,16 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     const int64_t m_base = mt * kTileM;
     const int rows = !tl.store ? 0 : p.M - m_base < kTileM ? int(p.M - m_base) : kTileM;
     const int cols = p.N - n_cta < kRows ? int(p.N - n_cta) : kRows;
-    // This CTA's output rows [r_lo, r_hi) of the tile: all of them without split-K, else the rows
-    // of the accumulator quads it reduced.
-    const uint32_t srank = SPLIT ? TileWalk<CS>::template rank<SPLIT>() : 0u, ns = SPLIT ? uint32_t(walk.splits) : 1u;
-    const int r_lo = 8 * int(16 * srank / ns), r_end = 8 * int(16 * (srank + 1) / ns), r_hi = rows < r_end ? rows : r_end;
     if (cols == kRows && p.N % 8 == 0) {
       constexpr int kVecs = kRows / 8;  // 16-byte stores per output row
-      for (int i = threadIdx.x; i < (r_hi - r_lo) * kVecs; i += kConsumerThreads) {
-        const int r = r_lo + i / kVecs, c = (i % kVecs) * 8;
+      for (int i = threadIdx.x; i < rows * kVecs; i += kConsumerThreads) {
+        const int r = i / kVecs, c = (i % kVecs) * 8;
         *reinterpret_cast<uint4*>(p.y + (m_base + r) * p.N + n_cta + c) =
             *reinterpret_cast<const uint4*>(out + r * kOutStride + c);
       }
     } else {
-      for (int i = threadIdx.x; i < (r_hi - r_lo) * kRows; i += kConsumerThreads) {
-        const int r = r_lo + i / kRows, c = i % kRows;
+      for (int i = threadIdx.x; i < rows * kRows; i += kConsumerThreads) {
+        const int r = i / kRows, c = i % kRows;
         if (c < cols) p.y[(m_base + r) * p.N + n_cta + c] = out[r * kOutStride + c];
       }
     }
@@ -627,7 +616,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
   uint8_t* epi = smem + kS * sizeof(Stage<SSW>);
   uint64_t* full = reinterpret_cast<uint64_t*>(epi + kEpiBytes);
   uint64_t* empty = full + kS;
-  uint64_t* xbar = empty + kS;  // split-K: the cluster exchange barriers (consume())
+  uint32_t* split_flag = reinterpret_cast<uint32_t*>(empty + kS);  // the consumers' split-K broadcast
 
   const int64_t G = p.K / kGroup;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -644,14 +633,10 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
       // Every consumer thread, or with clusters every consumer warp of the cluster.
       mbar_init(&empty[s], CS == 1 ? kConsumerThreads : CS * kConsumerThreads / 32);
     }
-    if constexpr (SPLIT) {  // every consumer thread of every CTA of the cluster, once per tile
-      mbar_init(&xbar[0], uint32_t(p.splits) * kConsumerThreads);
-      mbar_init(&xbar[1], uint32_t(p.splits) * kConsumerThreads);
-    }
     mbar_init_fence();
   }
   // No CTA multicasts into another's stages, or arrives on its barriers, before they exist.
-  if constexpr (CS == 1 && !SPLIT) __syncthreads();
+  if constexpr (CS == 1) __syncthreads();
   else cluster_sync();
   // Launched with PDL (pdl.hpp): the prologue above overlaps the previous kernel's tail; no
   // global access before it is done.
@@ -665,7 +650,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
     if (warp == kConsumerThreads / 32 && lane == 0) {
       const uint8_t* asc = static_cast<const uint8_t*>(p.ascale);
       const uint8_t* wsc = static_cast<const uint8_t*>(p.wscale);
-      const uint32_t rank = TileWalk<CS>::template rank<SPLIT>();
+      const uint32_t rank = TileWalk<CS>::rank();
       // The code tiles and the activation scales: this CTA's 1 / CS of them, to every CTA.
       auto shared_copy = [&](uint8_t* dst, const uint8_t* src, uint32_t bytes, uint64_t* bar) {
         if constexpr (CS == 1) {
@@ -677,7 +662,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
       };
       Slot<SSW> slot;
       bool first_pass = true;
-      for (int64_t i = TileWalk<CS>::template first<SPLIT>(); i < walk.total; i += TileWalk<CS>::template stride<SPLIT>()) {
+      for (int64_t i = TileWalk<CS>::first(); i < walk.total; i += TileWalk<CS>::stride()) {
         const auto tl = walk.template at<SPLIT>(i, rank, G);
         const int64_t ct = tl.ct, mt = tl.mt, g0 = tl.split * walk.split_groups, g_end = g0 + tl.groups;
         for (int64_t g = g0; g < g_end; g += kStageGroups) {
@@ -707,10 +692,10 @@ __global__ void __launch_bounds__(kThreads, 1) w4a4_gemm_kernel(const GemmParams
     }
   } else {
     setmaxnreg_inc<kConsumerRegs>();
-    consume<BF16, MODE, SKIP, CS, SSW, SPLIT>(p, stages, full, empty, epi, xbar, walk);
+    consume<BF16, MODE, SKIP, CS, SSW, SPLIT>(p, stages, full, empty, epi, split_flag, walk);
   }
-  // No CTA leaves while a peer may still arrive on its barriers or read its shared memory.
-  if constexpr (CS > 1 || SPLIT) cluster_sync();
+  // No CTA leaves while a peer may still arrive on its barriers.
+  if constexpr (CS > 1) cluster_sync();
 }
 
 // Groups per split: whole stages (an even count), and no split left empty.
@@ -718,20 +703,22 @@ int64_t split_groups(int64_t G, int splits) {
   return splits <= 1 ? G : round_up(ceil_div(G, int64_t(splits)), int64_t(kStageGroups));
 }
 
-// The most clusters of `cs` CTAs of `kernel` resident at once on this device (cached per device,
-// kernel instantiation and cluster size); 0 where none fits.
-template <typename Kernel>
-int max_clusters(Kernel kernel, const cudaLaunchConfig_t& cfg, int cs, int sms) {
-  if (cs == 1) return sms;
-  static std::atomic<int> cache[64][5];  // cluster sizes 2 .. 4; -1: none fits
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
-  std::atomic<int>* c = dev < 64 && cs <= 4 ? &cache[dev][cs] : nullptr;
-  if (c && c->load() != 0) return c->load() < 0 ? 0 : c->load();
-  int n = 0;
-  check(cudaOccupancyMaxActiveClusters(&n, kernel, &cfg), "cudaOccupancyMaxActiveClusters(w4a4_gemm_kernel)");
-  if (c) c->store(n > 0 ? n : -1);
-  return n > 0 ? n : 0;
+// The most clusters of CS CTAs of `kernel` resident at once on this device (cached per device).
+template <int CS, typename Kernel>
+int max_clusters(Kernel kernel, const cudaLaunchConfig_t& cfg, int sms) {
+  if constexpr (CS == 1) {
+    return sms;
+  } else {
+    static std::atomic<int> cache[64];
+    int dev = 0;
+    check(cudaGetDevice(&dev), "cudaGetDevice");
+    if (dev < 64 && cache[dev].load() > 0) return cache[dev].load();
+    int n = 0;
+    check(cudaOccupancyMaxActiveClusters(&n, kernel, &cfg), "cudaOccupancyMaxActiveClusters(w4a4_gemm_kernel)");
+    if (n <= 0) throw UnsupportedError("cuda-sm90: no cluster of " + std::to_string(CS) + " GEMM CTAs fits this GPU");
+    if (dev < 64) cache[dev].store(n);
+    return n;
+  }
 }
 
 template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW = false, bool SPLIT = false>
@@ -739,18 +726,17 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
   auto kernel = w4a4_gemm_kernel<BF16, MODE, SKIP, CS, SSW, SPLIT>;
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes<SSW>)),
         "cudaFuncSetAttribute(w4a4_gemm_kernel)");
-  const int cs = SPLIT ? p.splits : CS;  // CTAs per cluster
   TileWalk<CS> walk;
   walk.n_tiles = ceil_div(p.N, kRows);
   walk.n_groups = ceil_div(walk.n_tiles, int64_t(CS));
   walk.splits = SPLIT ? p.splits : 1;
   walk.split_groups = split_groups(p.K / kGroup, int(walk.splits));
-  walk.total = walk.n_groups * ceil_div(p.M, kTileM);
+  walk.total = walk.n_groups * ceil_div(p.M, kTileM) * walk.splits;
   if (walk.total >= (int64_t(1) << 31)) throw UnsupportedError("cuda-sm90: GEMM of more than 2^31 tiles");
   cudaLaunchAttribute attr[2];
   attr[0] = pdl_attribute();
   attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = unsigned(cs);
+  attr[1].val.clusterDim.x = CS;
   attr[1].val.clusterDim.y = 1;
   attr[1].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
@@ -758,20 +744,10 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
   cfg.dynamicSmemBytes = kSmemBytes<SSW>;
   cfg.stream = stream;
   cfg.attrs = attr;
-  cfg.numAttrs = cs > 1 ? 2 : 1;
-  cfg.gridDim = dim3(unsigned(cs));  // for the occupancy query
-  const int fit = max_clusters(kernel, cfg, cs, sm_count());
-  if (fit == 0) {
-    // Split-K clusters that cannot be resident (a small partition of a GPU): the tiles whole.
-    if constexpr (SPLIT) {
-      GemmParams whole = p;
-      whole.splits = 1;
-      return launch_typed<BF16, MODE, SKIP, CS, SSW, false>(whole, stream);
-    }
-    throw UnsupportedError("cuda-sm90: no cluster of " + std::to_string(cs) + " GEMM CTAs fits this GPU");
-  }
-  const int64_t clusters = std::min<int64_t>(walk.total, fit);
-  cfg.gridDim = dim3(unsigned(clusters * cs));
+  cfg.numAttrs = CS > 1 ? 2 : 1;
+  cfg.gridDim = dim3(CS);  // for the occupancy query
+  const int64_t clusters = std::min<int64_t>(walk.total, max_clusters<CS>(kernel, cfg, sm_count()));
+  cfg.gridDim = dim3(unsigned(clusters * CS));
   check(cudaLaunchKernelEx(&cfg, kernel, p, walk), "cudaLaunchKernelEx(w4a4_gemm_kernel)");
   check_launch("w4a4_gemm_kernel");
 }
@@ -816,6 +792,9 @@ void launch_profile(const GemmParams& p, cudaStream_t stream) {
 
 int64_t gemm_split_tiles(int64_t M, int64_t N) { return ceil_div(M, int64_t(kTileM)) * ceil_div(N, int64_t(kRows)); }
 
+int64_t gemm_split_ws_floats(int64_t M, int64_t N, int splits) {
+  return splits <= 1 ? 0 : gemm_split_tiles(M, N) * splits * 64 * kConsumerThreads;
+}
 
 // The persistent CTAs take ceil(items / SMs) rounds of G / S groups each, and an item of a split
 // costs about 16 groups more (its partial sums' round trip through L2, the ticket, the last
@@ -841,6 +820,8 @@ void launch_w4a4_gemm(const GemmParams& p, cudaStream_t stream) {
     const int64_t G = p.K / kGroup;
     if (p.mode == GemmMode::HALF || p.cluster > 1 || p.wexp != nullptr || p.profile_skip != 0)
       throw UnsupportedError("cuda-sm90: split-K GEMM exists for fp32 and fp8 accumulation on the register path only");
+    if (p.split_ws == nullptr || p.split_tickets == nullptr)
+      throw std::invalid_argument("cuda-sm90: split-K GEMM without its workspace");
     if (p.splits > 4 || (p.splits - 1) * split_groups(G, p.splits) >= G)
       throw std::invalid_argument("cuda-sm90: split-K GEMM: " + std::to_string(p.splits) + " splits of " +
                                   std::to_string(G) + " groups leave one empty");

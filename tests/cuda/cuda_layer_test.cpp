@@ -138,11 +138,10 @@ INSTANTIATE_TEST_SUITE_P(
     case_name);
 
 // Split-K (small M, fp32 and fp8 accumulation, the layer's own cluster choice): the splits'
-// partial sums are added in split order through the cluster's shared memory, so two calls give
-// bitwise the same output, and the result is the unsplit one (a pinned cluster of 1 never
-// splits) up to float32 rounding of the group sums. The shapes take 2, 3 and 4 splits on a
-// 132-SM part; M = 200 and M = 1 leave the last row tile partly or mostly empty (each split CTA
-// stores its share of the tile's rows).
+// partial sums are added in split order, so two calls give bitwise the same output, and the
+// result is the unsplit one (a pinned cluster of 1 never splits) up to float32 rounding of the
+// group sums. The shapes take 2, 3 and 4 splits on a 132-SM part; M = 200 and M = 1 leave the
+// last row tile partly or mostly empty.
 struct SplitCase {
   int64_t M, N, K;
   int splits_on_132;

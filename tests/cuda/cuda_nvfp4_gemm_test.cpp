@@ -81,8 +81,8 @@ TEST(Nvfp4Pack, LayoutMatchesTheKernelsFragments) {
   EXPECT_EQ(checked, Npad * Kpad);
 }
 
-// The split plan: whole waves stay whole, a last wave of at most half the SMs splits into at most
-// kMaxSplits (a portable cluster) non-empty K ranges of at least 4 steps.
+// The split plan: whole waves stay whole, only a last wave of at most half the SMs splits, into
+// non-empty K ranges of at least 4 steps, with partial-sum and ticket space for exactly those tiles.
 TEST(Nvfp4GemmSplits, PlanIsValid) {
   int checked_split = 0;
   for (int sms : {0, 1, 4, 66, 132})
@@ -92,7 +92,6 @@ TEST(Nvfp4GemmSplits, PlanIsValid) {
           const cuda::Nvfp4Split sp = cuda::nvfp4_gemm_splits(M, N, Kpad, sms);
           const int64_t tiles = cuda::nv_round_up(N, 256) / 256 * (cuda::nv_round_up(M, 128) / 128), KT = Kpad / 64;
           ASSERT_GE(sp.splits, 1);
-          ASSERT_LE(sp.splits, cuda::kMaxSplits);
           if (sp.splits == 1) {
             EXPECT_EQ(sp.full_tiles, tiles);
             continue;
@@ -104,9 +103,11 @@ TEST(Nvfp4GemmSplits, PlanIsValid) {
           EXPECT_GE(sp.k_steps_per_split, 4);
           EXPECT_LT(int64_t(sp.splits - 1) * sp.k_steps_per_split, KT) << "no empty split";
           EXPECT_GE(int64_t(sp.splits) * sp.k_steps_per_split, KT) << "every step in a split";
+          EXPECT_EQ(sp.partial_bytes, size_t((tiles - sp.full_tiles) * sp.splits) * 256 * 128 * 4);
+          EXPECT_EQ(sp.ticket_bytes, size_t(tiles - sp.full_tiles) * 4);
         }
   EXPECT_GT(checked_split, 20);
-  // The reference shapes: M = 256, K = N = 3072 on 132 SMs: 24 tiles x 5 splits; M = 4608: 3 whole
+  // The reference shapes on 132 SMs: M = 256, K = N = 3072: 24 tiles x 5 splits; M = 4608: 3 whole
   // waves, then 36 tiles x 3 splits.
   const cuda::Nvfp4Split a = cuda::nvfp4_gemm_splits(256, 3072, 3072, 132), b = cuda::nvfp4_gemm_splits(4608, 3072, 3072, 132);
   EXPECT_EQ(a.splits, 5);
@@ -128,8 +129,11 @@ std::vector<uint16_t> run_gemm(const cuda::Nvfp4GemmParams& base, const GemmCase
   g.splits = sp.splits;
   g.k_steps_per_split = sp.k_steps_per_split;
   g.full_tiles = sp.full_tiles;
-  cuda::DeviceBuffer y(size_t(c.M * c.N * 2));
+  cuda::DeviceBuffer partial(sp.partial_bytes + 16), tickets(sp.ticket_bytes + 16), y(size_t(c.M * c.N * 2));
+  EXPECT_EQ(cudaMemset(tickets.get(), 0, tickets.size()), cudaSuccess);
   EXPECT_EQ(cudaMemset(y.get(), 0xFF, y.size()), cudaSuccess);
+  g.partial = partial.as<float>();
+  g.tickets = tickets.as<uint32_t>();
   g.y = y.as<uint16_t>();
   cuda::launch_nvfp4_gemm(g, nullptr);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
@@ -238,7 +242,7 @@ TEST_P(CudaNvfp4Gemm, MatchesDoubleReference) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaNvfp4Gemm,
                          ::testing::Values(GemmCase{1, 64, 64, 0, HalfKind::BF16}, GemmCase{7, 200, 256, 16, HalfKind::FP16},
-                                           GemmCase{128, 256, 4096, 32, HalfKind::BF16},  // 1 tile: 8 splits (the cap)
+                                           GemmCase{128, 256, 4096, 32, HalfKind::BF16},  // 1 tile: 16 splits
                                            GemmCase{257, 520, 512, 32, HalfKind::BF16},
                                            GemmCase{300, 384, 1024, 128, HalfKind::FP16},
                                            GemmCase{130, 1000, 2048, 32, HalfKind::BF16}));
