@@ -11,8 +11,10 @@
 // launch in mode FP8_CODES takes their max (order-independent), recomputes xs
 // (x is L2-resident by then: pass 1 writes almost nothing), divides by s_row = amax / 448 (by the
 // row's reciprocal and one correction step, exactly the division: row_div.hpp) and writes the
-// e4m3 codes into the GEMM's tile layout and the row scales. (One pass would have to keep a whole
-// row of xs, up to 12288 x 2 bytes per row, on chip until its amax is known.)
+// e4m3 codes into the GEMM's tile layout and the row scales. This is the fallback: launch_act_quant
+// sends fp8 to the single-pass kernel of fp8_act.cu, which keeps the rows' xs in shared memory
+// until their amax is known, wherever its plan fits and the device can host its clusters. The
+// smoothing and fp8 helpers both kernels use are in act_primitives.cuh.
 //
 // Work split (v6.1). A block is 8 warps over 64 rows (4 row tiles of 16) and a K chunk of C
 // groups. The chunking takes as many chunks as fill one wave of resident blocks (2 per SM x 132
@@ -88,6 +90,7 @@
 
 #include "act_primitives.cuh"
 #include "cuda_check.hpp"
+#include "fp8_act.hpp"
 #include "pdl.hpp"
 #include "row_div.hpp"
 #include "sm90_kernels.hpp"
@@ -118,90 +121,6 @@ enum class Mode { INT4, FP8_AMAX, FP8_CODES };
 // (volatile; ordered after cp.async.wait_group like any access, the wait being a memory clobber).
 __device__ __forceinline__ uint32_t lds32(const uint32_t* p) { return *reinterpret_cast<const volatile uint32_t*>(p); }
 
-// Per-halfword unsigned max (one instruction on sm_90).
-__device__ __forceinline__ uint32_t max_u16x2(uint32_t a, uint32_t b) {
-  uint32_t d;
-  asm("max.u16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
-
-__device__ __forceinline__ uint32_t min_u16x2(uint32_t a, uint32_t b) {
-  uint32_t d;
-  asm("min.u16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
-
-// The dividends x' of §2 of one x word (a T pair) as floats.
-template <bool BF16, bool UNS>
-__device__ __forceinline__ void smooth_in(uint32_t w, float& a0, float& a1) {
-  using H = HalfOps<BF16>;
-  H::unpack2(w, a0, a1);
-  if constexpr (UNS) {  // x' = T(x + 0.171875)
-    H::unpack2(H::pack2(__fadd_rn(a0, 0.171875f), __fadd_rn(a1, 0.171875f)), a0, a1);
-  }
-}
-// §2 for 8 consecutive columns k .. k+7 of one row, fast form only: raw x in, xs out (both as 4 T
-// pairs, low half = lower column). rc: the 8 reciprocal pairs (hi, lo) as 4 float4. Whether xs may
-// be kept is decided afterwards for the whole group (smooth_bad below); the rest is redone by
-// smooth8_exact.
-template <bool BF16, bool UNS>
-__device__ __forceinline__ uint4 smooth8_fast(const uint4 raw, const float4 (&rc)[4]) {
-  using H = HalfOps<BF16>;
-  uint32_t out[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float a0, a1;
-    smooth_in<BF16, UNS>(word(raw, i), a0, a1);
-    out[i] = H::pack2(smooth_quotient(a0, SmoothRcp{rc[i].x, rc[i].y}), smooth_quotient(a1, SmoothRcp{rc[i].z, rc[i].w}));
-  }
-  return make_uint4(out[0], out[1], out[2], out[3]);
-}
-// The same 8 values by the IEEE division (exact for every input).
-template <bool BF16, bool UNS>
-__device__ __forceinline__ uint4 smooth8_exact(const uint4 raw, const uint16_t* smooth_k) {
-  using H = HalfOps<BF16>;
-  const uint4 sv = *reinterpret_cast<const uint4*>(smooth_k);
-  uint32_t out[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float s0, s1;
-    H::unpack2(word(sv, i), s0, s1);
-    float a0, a1;
-    smooth_in<BF16, UNS>(word(raw, i), a0, a1);
-    out[i] = H::pack2(__fdiv_rn(a0, s0), __fdiv_rn(a1, s1));
-  }
-  return make_uint4(out[0], out[1], out[2], out[3]);
-}
-
-// The range test of the fast quotients, on the rounded xs = T(q) instead of q: given the halfword
-// maxima mx and minima mn of |xs| over some words (sign bits cleared), true unless every |xs| is
-// in [lo, hi) with (bf16) lo = 2^-100 (1 + 2^-7), hi = 2^126, (fp16) lo = 2^-24, hi = Inf. Each
-// bound implies smooth_div.hpp's test on q (RN to T is monotone and maps NaN to NaN): |T(q)| >= lo
-// needs |q| > 2^-100 (fp16: |q| > 2^-25, as 2^-25 rounds to 0), and |T(q)| < hi needs |q| < 2^126
-// (fp16: < 65520) and q not NaN. So this test accepts a subset of what the q test accepts, where
-// the fast q is exactly the division (and so T(q)); what it rejects beyond that (bf16: |q| just
-// above 2^-100; fp16: quotients that round to 0 or overflow in fp16) takes the IEEE division, exact
-// anyway. (Checked over all 2^32 floats q, both dtypes: no q accepted here fails the q test.)
-// Bounds as halfword compares without unpacking: a halfword v < 0x8000 plus 0x8000 - b has bit 15
-// set iff v >= b (no carry into the other half).
-template <bool BF16>
-__device__ __forceinline__ bool smooth_bad(uint32_t mx, uint32_t mn) {
-  constexpr uint32_t lo = BF16 ? 0x0D81u : 0x0001u, hi = BF16 ? 0x7E80u : 0x7C00u;
-  const uint32_t ge_lo = mn + (0x8000u - lo) * 0x10001u, ge_hi = mx + (0x8000u - hi) * 0x10001u;
-  return ((~ge_lo | ge_hi) & 0x80008000u) != 0u;
-}
-
-// |xs| maxima and minima of 4 words (T bits with the sign cleared order like the magnitudes, NaN
-// above Inf above every finite value).
-__device__ __forceinline__ void abs_maxmin(const uint4 v, uint32_t& mx, uint32_t& mn) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t a = word(v, i) & 0x7FFF7FFFu;
-    mx = max_u16x2(mx, a);
-    mn = min_u16x2(mn, a);
-  }
-}
-
 // §3 int4 codes of 8 xs values (4 T pairs) as 8 e4m3 bytes (see the header for the rounding).
 // LO / HI: whether the clamp to qmin / qmax is applied (the kernel leaves out what it has shown
 // to be the identity).
@@ -230,38 +149,6 @@ __device__ __forceinline__ uint2 int4_codes8(const uint4 xs, float rcp, __half2 
   return make_uint2(out[0], out[1]);
 }
 
-// §5 e4m3 codes of 8 xs values. FAST (s_row in row_div.hpp's range for every row of the warp
-// that has codes): the quotients by the row's reciprocal and one correction step, exactly the
-// float32 division (row_div.hpp). Otherwise __fdiv_rn, and a quotient that rounds above 448
-// (|q| > 464) is NaN (NUMERICS §1); that needs s_row subnormal (else |q| <= 448 (1 + 2^-22)),
-// so the test runs only then.
-template <bool BF16, bool FAST>
-__device__ __forceinline__ uint2 fp8_codes8(const uint4 xs, float s_row, float r_row, bool s_normal) {
-  using H = HalfOps<BF16>;
-  uint32_t out[2];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float x0, x1;
-    H::unpack2(word(xs, i), x0, x1);
-    float q0, q1;
-    if constexpr (FAST) {
-      q0 = row_quotient(x0, s_row, r_row);
-      q1 = row_quotient(x1, s_row, r_row);
-    } else {
-      q0 = __fdiv_rn(x0, s_row);
-      q1 = __fdiv_rn(x1, s_row);
-    }
-    uint32_t c = uint32_t(__nv_cvt_float2_to_fp8x2(make_float2(q0, q1), __NV_SATFINITE, __NV_E4M3));
-    if (!FAST && !s_normal) {
-      if (fabsf(q0) > 464.0f) c = (c & 0xFF00u) | 0x7Fu;
-      if (fabsf(q1) > 464.0f) c = (c & 0x00FFu) | 0x7F00u;
-    }
-    if (i % 2 == 0) out[i / 2] = c;
-    else out[i / 2] |= c << 16;
-  }
-  return make_uint2(out[0], out[1]);
-}
-
 // The code tile offsets of a lane's 4 stores, code_tile_offset(rr + 8 r, 32 h + 8 t) for
 // rr % 16 < 8, are (that of r = h = 0) ^ 32 h + 512 r: the swizzle flips bit 5 for the other k
 // half and rows 8 apart have the same swizzle (computing each one per group cost ~20 instructions).
@@ -277,44 +164,9 @@ constexpr bool code_offsets_regular() {
 }
 static_assert(code_offsets_regular());
 
-// The weight expansion carried by a launch (v12; see launch_mode): the blocks of grid rows
-// act_chunks and up take batches of kExpandBatch tiles from a counter until none are left, each
-// tile assembled in the x ring's memory (weight_expand.cuh). They are dispatched after the
-// activation blocks, so they fill the SMs those leave free, and the ones that start only when
-// activation blocks finish find the tiles taken. The last expansion block to finish resets both
-// counters for the next call. Which block expands which tile does not change the output.
-constexpr int kExpandBatch = 4;  // tiles in flight per block (4 x 8 KB of the 64 KB ring)
+// The expansion blocks (expansion_block, weight_expand.cuh) are blocks of this kernel's shape and
+// assemble their tiles in the x ring's memory.
 static_assert(kWarps * 32 == kExpandThreads && kExpandBatch * kCodeTileBytes <= kRingBytes);
-__device__ __forceinline__ void expansion_block(const ActQuantParams& p, uint8_t* smem, unsigned blocks) {
-  __shared__ unsigned batch_s;
-  const int f = threadIdx.x;
-  const uint4* wfrag = reinterpret_cast<const uint4*>(p.wfrag);
-  const unsigned tiles = unsigned(p.exp_tiles);  // < 2^31 (launch_mode)
-  for (;;) {
-    if (f == 0) batch_s = atomicAdd(&p.exp_counters[0], unsigned(kExpandBatch));
-    __syncthreads();
-    const unsigned base = batch_s;
-    if (base >= tiles) break;  // block-uniform
-    uint4 v[kExpandBatch];
-#pragma unroll
-    for (int b = 0; b < kExpandBatch; ++b)
-      if (base + b < tiles) v[b] = __ldg(wfrag + int64_t(base + b) * kExpandThreads + f);
-#pragma unroll
-    for (int b = 0; b < kExpandBatch; ++b)
-      if (base + b < tiles) expand_fragment(v[b], f, smem + b * kCodeTileBytes);
-    __syncthreads();
-#pragma unroll
-    for (int b = 0; b < kExpandBatch; ++b)
-      if (base + b < tiles) store_tile(smem + b * kCodeTileBytes, p.wexp + int64_t(base + b) * kCodeTileBytes, f);
-    __syncthreads();  // the images and batch_s are free for the next batch
-  }
-  // Every block increments the second counter after its last (empty) take from the first, so the
-  // last one to do so sees no other block still taking.
-  if (f == 0 && atomicAdd(&p.exp_counters[1], 1u) == blocks - 1) {
-    p.exp_counters[0] = 0;
-    p.exp_counters[1] = 0;
-  }
-}
 
 // RT: rank tiles of 8 (Rpad = 8 RT); 0 when the layer has no low-rank branch (or in FP8_CODES).
 // Grid: (row blocks, act_chunks + expansion rows).
@@ -328,7 +180,8 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>)
   if constexpr (MODE != Mode::FP8_CODES) {
     if (int(blockIdx.y) >= act_chunks) {
       extern __shared__ uint4 ring[];
-      expansion_block(p, reinterpret_cast<uint8_t*>(ring), (gridDim.y - unsigned(act_chunks)) * gridDim.x);
+      expansion_block(p.wfrag, p.wexp, unsigned(p.exp_tiles), p.exp_counters, reinterpret_cast<uint8_t*>(ring),
+                      (gridDim.y - unsigned(act_chunks)) * gridDim.x);
       return;
     }
   }
@@ -805,12 +658,37 @@ int64_t act_quant_tickets(int64_t Mpad) { return round_up(Mpad, kTileM) / kBlock
 
 int64_t act_quant_amax_words(int64_t Mpad) { return 2 * kMaxChunks * round_up(Mpad, kTileM); }
 
-bool launch_act_quant(const ActQuantParams& p, cudaStream_t stream) {
-  if (p.M == 0) return false;
+namespace {
+
+bool launch_any(const ActQuantParams& p, cudaStream_t stream) {
   if (p.exp_tiles > 0 && (!p.wfrag || !p.wexp || !p.exp_counters))
     throw Error("cuda-sm90: weight expansion asked of the activation kernel without its buffers");
   if (p.dtype == HalfType::BF16) return p.act_unsigned ? launch_typed<true, true>(p, stream) : launch_typed<true, false>(p, stream);
   return p.act_unsigned ? launch_typed<false, true>(p, stream) : launch_typed<false, false>(p, stream);
+}
+
+}  // namespace
+
+// fp8: the single-pass kernel (fp8_act.cu) where its plan fits the shape and the device can host
+// its clusters; else the two passes here.
+bool launch_act_quant(const ActQuantParams& p, cudaStream_t stream) {
+  if (p.M == 0) return false;
+  if (p.fp8) {
+    if (p.exp_tiles > 0 && (!p.wfrag || !p.wexp || !p.exp_counters))
+      throw Error("cuda-sm90: weight expansion asked of the activation kernel without its buffers");
+    const Fp8ActPlan plan = fp8_act_plan(p.M, p.K, p.Rpad, p.exp_tiles, sm_count());
+    if (plan.rows > 0 && fp8_act_schedulable(p, plan)) {
+      launch_fp8_act(p, plan, stream);
+      return plan.exp_rows > 0;
+    }
+  }
+  return launch_any(p, stream);
+}
+
+bool launch_act_quant_fp8_two_pass(const ActQuantParams& p, cudaStream_t stream) {
+  if (!p.fp8) throw Error("cuda-sm90: launch_act_quant_fp8_two_pass without fp8");
+  if (p.M == 0) return false;
+  return launch_any(p, stream);
 }
 
 }  // namespace svdquant::cuda

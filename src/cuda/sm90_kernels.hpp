@@ -9,10 +9,12 @@ namespace svdquant::cuda {
 
 enum class HalfType : uint8_t { BF16, FP16 };
 
-// NUMERICS.md §2, §3 (int4) and §4.3 (low-rank down): one pass over x. With fp8 (§5): two
-// passes, the first for the row amax and the low-rank down projection, the second for the e4m3
-// codes (same tile layout) and the float32 row scales. The output and scratch buffers are sized
-// and owned by ActWorkspace (act_workspace.hpp), which fills them in.
+// NUMERICS.md §2, §3 (int4) and §4.3 (low-rank down): one pass over x. With fp8 (§5): one pass
+// that keeps the rows' xs in shared memory until their amax is known (fp8_act.cu), or, where that
+// does not apply, two passes, the first for the row amax and the low-rank down projection, the
+// second for the e4m3 codes (same tile layout) and the float32 row scales. The output and scratch
+// buffers are sized and owned by ActWorkspace (act_workspace.hpp), which fills them in (the
+// single-pass kernel uses none of the scratch; the two passes, its fallback, keep needing it).
 struct ActQuantParams {
   const uint16_t* x = nullptr;        // [M, K] T
   const uint16_t* smooth = nullptr;   // [K] T
@@ -48,8 +50,12 @@ struct ActQuantParams {
   unsigned* exp_counters = nullptr;
 };
 // Returns whether it also expanded the weights (exp_tiles > 0 and room for it); if not, the caller
-// launches launch_expand_weights.
+// launches launch_expand_weights. fp8 goes to the single-pass kernel (fp8_act.hpp) where it
+// applies, else to the two passes.
 bool launch_act_quant(const ActQuantParams& p, cudaStream_t stream);
+// The two fp8 passes alone (p.fp8): launch_act_quant's fallback, callable directly so that tests
+// cover both paths.
+bool launch_act_quant_fp8_two_pass(const ActQuantParams& p, cudaStream_t stream);
 // How the activation kernel splits K for Mpad (padded) rows: chunks of `groups` groups of 64, one
 // grid column per chunk.
 struct ActChunking {

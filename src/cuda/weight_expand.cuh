@@ -1,6 +1,6 @@
 // The expansion of one (nt, g) weight tile to e4m3 (weight_expand.cu has the layouts), as device
 // code that 256 threads of a block run together: by the expansion kernel, and by the extra blocks
-// of the activation kernel that carry the expansion (act_quant.cu).
+// of the activation kernels that carry the expansion (act_quant.cu, fp8_act.cu: expansion_block).
 #pragma once
 #include <cstdint>
 
@@ -37,6 +37,45 @@ __device__ __forceinline__ void store_tile(const uint8_t* tile_s, uint8_t* out, 
   uint4* o = reinterpret_cast<uint4*>(out);
 #pragma unroll
   for (int i = 0; i < kCodeTileBytes / 16 / kExpandThreads; ++i) o[i * kExpandThreads + f] = in[i * kExpandThreads + f];
+}
+
+// The weight expansion carried by an activation launch (act_quant.cu v12, fp8_act.cu): its extra
+// blocks take batches of kExpandBatch tiles from counters[0] until none are left, each tile
+// assembled in `smem` (kExpandBatch * kCodeTileBytes of the block's shared memory). They are
+// dispatched after the activation blocks, so they fill the SMs those leave free, and the ones that
+// start only when activation blocks finish find the tiles taken. The last of the `blocks`
+// expansion blocks to finish resets both counters for the next call. Which block expands which
+// tile does not change the output. tiles < 2^31.
+constexpr int kExpandBatch = 4;  // tiles in flight per block (4 x 8 KB)
+__device__ __forceinline__ void expansion_block(const uint8_t* wfrag_bytes, uint8_t* wexp, unsigned tiles, unsigned* counters,
+                                                uint8_t* smem, unsigned blocks) {
+  __shared__ unsigned batch_s;
+  const int f = threadIdx.x;
+  const uint4* wfrag = reinterpret_cast<const uint4*>(wfrag_bytes);
+  for (;;) {
+    if (f == 0) batch_s = atomicAdd(&counters[0], unsigned(kExpandBatch));
+    __syncthreads();
+    const unsigned base = batch_s;
+    if (base >= tiles) break;  // block-uniform
+    uint4 v[kExpandBatch];
+#pragma unroll
+    for (int b = 0; b < kExpandBatch; ++b)
+      if (base + b < tiles) v[b] = __ldg(wfrag + int64_t(base + b) * kExpandThreads + f);
+#pragma unroll
+    for (int b = 0; b < kExpandBatch; ++b)
+      if (base + b < tiles) expand_fragment(v[b], f, smem + b * kCodeTileBytes);
+    __syncthreads();
+#pragma unroll
+    for (int b = 0; b < kExpandBatch; ++b)
+      if (base + b < tiles) store_tile(smem + b * kCodeTileBytes, wexp + int64_t(base + b) * kCodeTileBytes, f);
+    __syncthreads();  // the images and batch_s are free for the next batch
+  }
+  // Every block increments the second counter after its last (empty) take from the first, so the
+  // last one to do so sees no other block still taking.
+  if (f == 0 && atomicAdd(&counters[1], 1u) == blocks - 1) {
+    counters[0] = 0;
+    counters[1] = 0;
+  }
 }
 
 }  // namespace svdquant::cuda

@@ -1,8 +1,9 @@
-// Host-side checks of the activation kernel's arithmetic and layout tricks (act_quant.cu); they
-// need no GPU: the smoothing division by reciprocal pairs (smooth_div.hpp) and the fp8 division
-// by the row's reciprocal (row_div.hpp) against the float32 division, the int4 rounding by a
-// magic constant, and the permuted k order of pack_proj_down
-// against a host model of the kernel's lane -> register mapping and of mma.m16n8k16.
+// Host-side checks of the activation kernels' arithmetic, layout tricks and work plans
+// (act_quant.cu, fp8_act.cu); they need no GPU: the smoothing division by reciprocal pairs
+// (smooth_div.hpp) and the fp8 division by the row's reciprocal (row_div.hpp) against the float32
+// division, the int4 rounding by a magic constant, the permuted k order of pack_proj_down against
+// a host model of the kernel's lane -> register mapping and of mma.m16n8k16, and the single-pass
+// fp8 kernel's planner (fp8_act_plan) and shared-memory bank layout.
 #include <gtest/gtest.h>
 
 #ifdef SVDQUANT_HAVE_CUDA
@@ -10,8 +11,10 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <set>
 #include <vector>
 
+#include "fp8_act.hpp"
 #include "row_div.hpp"
 #include "sm90_pack.hpp"
 #include "smooth_div.hpp"
@@ -189,6 +192,107 @@ TEST(ActKernelHost, ProjDownFragmentsMatchTheKernelsKOrder) {
       bad += c[size_t(row * Rpad + n)] != want;
     }
   EXPECT_EQ(bad, 0);
+}
+
+// fp8_act_plan: every plan it returns is one fp8_act_make_plan builds (chunks covering K exactly,
+// at most kFp8MaxCluster, the shared memory within the budget of fp8_act_blocks_per_sm blocks per
+// SM: 228 KB per SM, 1 KB reserved per block, 1 KB of static shared memory), expansion rows only
+// where asked for and with room for the tile images; and it finds one for every K up to 12288.
+TEST(Fp8ActPlanHost, PlansAreConsistent) {
+  int64_t plans = 0, carried = 0;
+  for (int sms : {132, 114, 78})
+    for (int64_t M : {1, 7, 64, 128, 129, 256, 1000, 4096, 4608, 4609, 16384})
+      for (int64_t K : {64, 128, 512, 1600, 2048, 3072, 12288, 16384})
+        for (int Rpad : {0, 8, 16, 32, 64, 128})
+          for (int64_t tiles : {int64_t(0), int64_t(80), int64_t(1152), int64_t(9216)}) {
+            const cuda::Fp8ActPlan pl = cuda::fp8_act_plan(M, K, Rpad, tiles, sms);
+            const int64_t G = K / 64;
+            if (K <= 12288) {
+              ASSERT_NE(pl.rows, 0) << "M " << M << " K " << K << " R " << Rpad;
+            }
+            if (pl.rows == 0) continue;
+            ++plans;
+            EXPECT_TRUE(pl.rows == 16 || pl.rows == 32 || pl.rows == 64);
+            EXPECT_GE(pl.cluster, 1);
+            EXPECT_LE(pl.cluster, cuda::kFp8MaxCluster);
+            EXPECT_GE(int64_t(pl.cluster) * pl.groups, G);
+            EXPECT_LT(int64_t(pl.cluster - 1) * pl.groups, G);
+            EXPECT_EQ(pl.stages, std::min(pl.groups, 4));
+            const int64_t need = int64_t(pl.rows) * (pl.groups * 128 + 16) +  // xs, then fragments and reciprocals or sums
+                                 std::max<int64_t>(pl.staged ? int64_t(pl.groups) * (Rpad * 128 + 512) : 0, int64_t(pl.rows) * Rpad * 4);
+            EXPECT_GE(pl.smem, need);
+            EXPECT_LE(pl.smem, 233472 / cuda::fp8_act_blocks_per_sm(Rpad) - 2048);
+            EXPECT_GE(pl.exp_rows, 0);
+            if (pl.exp_rows > 0) {
+              ++carried;
+              EXPECT_GT(tiles, 0);
+              EXPECT_GE(pl.smem, 4 * 8192) << "the expansion blocks' tile images";
+            }
+            cuda::Fp8ActPlan same = cuda::fp8_act_make_plan(pl.rows, pl.cluster, K, Rpad, pl.exp_rows > 0);
+            same.exp_rows = pl.exp_rows;
+            EXPECT_TRUE(same.rows == pl.rows && same.cluster == pl.cluster && same.groups == pl.groups &&
+                        same.stages == pl.stages && same.smem == pl.smem && same.staged == pl.staged);
+            // The chunking, and so the low-rank sums' bits, does not depend on the expansion.
+            const cuda::Fp8ActPlan bare = cuda::fp8_act_plan(M, K, Rpad, 0, sms);
+            EXPECT_TRUE(bare.rows == pl.rows && bare.cluster == pl.cluster && bare.groups == pl.groups);
+          }
+  EXPECT_GT(plans, 6000);
+  EXPECT_GT(carried, 100) << "the expansion is carried where the last wave has room";
+}
+
+// The plans of the shapes the kernel was sized for (H200, 132 SMs; the header's budget), and the
+// limits: a chunk of xs that does not fit even at 16 rows and 8 chunks has no plan (the two-pass
+// path), and make_plan refuses what the kernel cannot run.
+TEST(Fp8ActPlanHost, PlansOfTheTargetShapes) {
+  const cuda::Fp8ActPlan big = cuda::fp8_act_plan(4608, 3072, 32, 0, 132);
+  EXPECT_EQ(big.rows, 64);
+  EXPECT_EQ(big.cluster, 6);
+  EXPECT_EQ(big.groups, 8);
+  EXPECT_TRUE(big.staged);
+  const cuda::Fp8ActPlan big_exp = cuda::fp8_act_plan(4608, 3072, 32, 24 * 48, 132);
+  EXPECT_TRUE(big_exp.rows == 64 && big_exp.cluster == 6) << "the expansion does not change the chunking";
+  const cuda::Fp8ActPlan small = cuda::fp8_act_plan(256, 3072, 32, 0, 132);
+  EXPECT_EQ(small.rows, 16);
+  EXPECT_EQ(small.cluster, 8);
+  const cuda::Fp8ActPlan flux = cuda::fp8_act_plan(4608, 12288, 32, 0, 132);
+  EXPECT_EQ(flux.rows, 32);
+  EXPECT_EQ(flux.cluster, 8);
+  EXPECT_EQ(cuda::fp8_act_plan(4608, 64 * 600, 32, 0, 132).rows, 0) << "K = 38400 does not fit";
+  EXPECT_EQ(cuda::fp8_act_plan(0, 3072, 32, 0, 132).rows, 0);
+  EXPECT_EQ(cuda::fp8_act_make_plan(48, 4, 3072, 32, false).rows, 0) << "rows 16, 32 or 64";
+  EXPECT_EQ(cuda::fp8_act_make_plan(64, 4, 3072, 24, false).rows, 0) << "no kernel for Rpad 24";
+  EXPECT_EQ(cuda::fp8_act_make_plan(64, 9, 64 * 9, 32, false).rows, 0) << "at most 8 chunks";
+  EXPECT_EQ(cuda::fp8_act_make_plan(64, 1, 3072, 32, false).rows, 0) << "384 KB of xs";
+  const cuda::Fp8ActPlan k64 = cuda::fp8_act_make_plan(64, 8, 64, 0, false);
+  EXPECT_EQ(k64.cluster, 1);
+  EXPECT_EQ(k64.groups, 1);
+  EXPECT_EQ(k64.stages, 1);
+}
+
+// The xs rows are (groups * 128 + 16) bytes apart, so that every shared-memory access of a warp
+// moves its bytes in the fewest wavefronts (4 per 512 bytes: each 16-byte bank group hit by 4
+// lanes): pass 1's loads and stores (lane 4 g8 + t: row g8 (+ 8), bytes 128 g + 64 h + 16 t) and
+// the code pass's loads (lane: row lane / 4 of an 8-row slab, bytes 128 g + 32 (lane % 4) (+ 16)).
+TEST(Fp8ActPlanHost, SharedMemoryAccessesAreConflictFree) {
+  for (int groups : {1, 2, 7, 24, 48}) {
+    const uint32_t pitch = uint32_t(groups) * 128 + 16;
+    auto worst = [&](auto byte_of_lane) {
+      int most = 0;
+      int hits[8] = {};
+      for (int lane = 0; lane < 32; ++lane) ++hits[(byte_of_lane(lane) / 16) % 8];
+      for (int h : hits) most = std::max(most, h);
+      return most;
+    };
+    for (int g = 0; g < groups; ++g)
+      for (int h = 0; h < 2; ++h)
+        for (int r = 0; r < 2; ++r) {
+          EXPECT_EQ(worst([&](int lane) { return uint32_t(lane / 4 + 8 * r) * pitch + 128u * g + 64u * h + 16u * (lane % 4); }), 4);
+        }
+    for (int sl = 0; sl < 8; ++sl)
+      for (int g = 0; g < groups; ++g)
+        for (int half = 0; half < 2; ++half)
+          EXPECT_EQ(worst([&](int lane) { return uint32_t(sl * 8 + lane / 4) * pitch + 128u * g + 32u * (lane % 4) + 16u * half; }), 4);
+  }
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// fp8 activations on cuda-sm90 (NUMERICS.md §5): the two-pass activation kernel bit-exact with
+// fp8 activations on cuda-sm90 (NUMERICS.md §5): the activation kernels (single-pass, fp8_act.cu,
+// with every plan shape; the two-pass fallback, act_quant.cu) bit-exact with
 // ref::quantize_activations (e4m3 codes, float32 row scales, padding and non-finite rows), the
 // whole layer against the CPU's fp8 mode, and fp8 against 4-bit activations in accuracy (both on
 // the GPU, against the float64 layer with unquantized activations).
@@ -12,10 +13,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <vector>
 
 #include "device_buffer.hpp"
 #include "fixture_util.hpp"
+#include "fp8_act.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
 #include "sm90_pack.hpp"
@@ -47,11 +51,10 @@ Tensor gpu_forward(const LayerWeights& w, const Tensor& x, const ForwardOptions&
 
 using cudatest::ActCase;
 
-class CudaFp8Activations : public ::testing::TestWithParam<ActCase> {};
-
-TEST_P(CudaFp8Activations, CodesAndRowScalesBitExact) {
-  SVDQUANT_SKIP_WITHOUT_HOPPER();
-  const ActCase c = GetParam();
+// Runs `launch` (one of the fp8 activation paths) on case c and checks its outputs bit-exactly
+// against ref::quantize_activations: codes, row scales, padding rows, NaN / Inf / zero rows, rows at
+// the ends of row_div.hpp's fast range; the low-rank sums within 1e-5 (relative L2).
+void check_fp8_activations(const ActCase& c, const std::function<void(const cuda::ActQuantParams&)>& launch) {
   const LayerWeights w = cudatest::act_case_layer(c, 500 + uint64_t(c.M + c.K));
   Tensor x = cudatest::random_input(c.M, c.K, c.dtype, c.act_unsigned, 900 + uint64_t(c.M));
   auto* xp = x.data_as<uint16_t>();
@@ -83,7 +86,7 @@ TEST_P(CudaFp8Activations, CodesAndRowScalesBitExact) {
   auto& codes = buf.codes;
   auto& lact = buf.lact;
   auto& row_scale = buf.row_scale;
-  cuda::launch_act_quant(p, nullptr);
+  launch(p);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 
   std::vector<uint8_t> hc(codes.size());
@@ -146,7 +149,21 @@ TEST_P(CudaFp8Activations, CodesAndRowScalesBitExact) {
         den += double(b) * double(b);
       }
     EXPECT_LT(std::sqrt(num / den), 1e-5);
+    // Padding rows hold zero sums.
+    int64_t bad_pad_l = 0;
+    for (int64_t m = c.M; m < Mpad; ++m)
+      for (int64_t r = 0; r < Rpad; ++r) bad_pad_l += hl[size_t(m * Rpad + r)] != 0.0f;
+    EXPECT_EQ(bad_pad_l, 0);
   }
+}
+
+// Through launch_act_quant: the single-pass kernel with the plan it picks (the two passes where
+// none applies).
+class CudaFp8Activations : public ::testing::TestWithParam<ActCase> {};
+
+TEST_P(CudaFp8Activations, CodesAndRowScalesBitExact) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  check_fp8_activations(GetParam(), [](const cuda::ActQuantParams& p) { cuda::launch_act_quant(p, nullptr); });
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8Activations,
@@ -155,9 +172,85 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8Activations,
                                            ActCase{130, 1024, 32, HalfKind::FP16, false},
                                            ActCase{300, 3072, 0, HalfKind::BF16, false},
                                            ActCase{65, 12288, 32, HalfKind::BF16, false},
-                                           // Large M: the x ring wraps in both passes.
+                                           ActCase{33, 256, 8, HalfKind::FP16, true},
+                                           ActCase{200, 1024, 64, HalfKind::BF16, false},
+                                           ActCase{129, 2048, 128, HalfKind::FP16, false},
+                                           ActCase{640, 12288, 32, HalfKind::FP16, true},
+                                           // Large M: several waves of clusters (and, for the two
+                                           // passes, the x ring wraps in both).
+                                           ActCase{4609, 3072, 32, HalfKind::BF16, true},
+                                           ActCase{4608, 3072, 32, HalfKind::BF16, false}),
+                         cudatest::act_case_name);
+
+// The two passes alone (launch_act_quant's fallback where the single-pass kernel does not apply).
+class CudaFp8TwoPass : public ::testing::TestWithParam<ActCase> {};
+
+TEST_P(CudaFp8TwoPass, CodesAndRowScalesBitExact) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  check_fp8_activations(GetParam(), [](const cuda::ActQuantParams& p) { cuda::launch_act_quant_fp8_two_pass(p, nullptr); });
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaFp8TwoPass,
+                         ::testing::Values(ActCase{1, 64, 16, HalfKind::BF16, false},
+                                           ActCase{130, 1024, 32, HalfKind::FP16, true},
+                                           ActCase{65, 12288, 32, HalfKind::BF16, false},
                                            ActCase{4609, 3072, 32, HalfKind::BF16, true}),
                          cudatest::act_case_name);
+
+// The single-pass kernel with a given plan: every row-block size and cluster size that fits,
+// uneven last chunks, fewer groups per chunk than stages, row blocks of padding rows only (M = 130:
+// rows 130 .. 255 of the last 128-row tile), K = 64 and K = 12288, every rank size.
+struct PlanCase {
+  ActCase c;
+  int rows, cluster;
+};
+
+class CudaFp8SinglePass : public ::testing::TestWithParam<PlanCase> {};
+
+TEST_P(CudaFp8SinglePass, EveryPlanBitExact) {
+  SVDQUANT_SKIP_WITHOUT_HOPPER();
+  const PlanCase pc = GetParam();
+  const cuda::Fp8ActPlan plan =
+      cuda::fp8_act_make_plan(pc.rows, pc.cluster, pc.c.K, int(cuda::padded_rank(pc.c.R)), false);
+  ASSERT_EQ(plan.rows, pc.rows) << "the plan fits";
+  ASSERT_EQ(plan.cluster, pc.cluster) << "the case names a chunk count that exists";
+  check_fp8_activations(pc.c, [&](const cuda::ActQuantParams& p) { cuda::launch_fp8_act(p, plan, nullptr); });
+}
+
+std::vector<PlanCase> plan_cases() {
+  std::vector<PlanCase> v;
+  int i = 0;
+  // K = 2048: G = 32 has every chunk count 1 .. 8 (chunks of 32, 16, 11, 8, 7, 6, 5, 4 groups, the
+  // last one shorter for 3, 5, 6, 7); those whose chunk does not fit in shared memory are left out.
+  for (int rows : {16, 32, 64})
+    for (int cluster = 1; cluster <= cuda::kFp8MaxCluster; ++cluster, ++i)
+      if (cuda::fp8_act_make_plan(rows, cluster, 2048, 32, false).rows != 0)
+        v.push_back({ActCase{130, 2048, 32, i % 2 ? HalfKind::FP16 : HalfKind::BF16, i % 3 == 1}, rows, cluster});
+  // G = 25: chunks of 4 (7 chunks, the last of 1 group), 9 (9, 9, 7) and 13 (13, 12).
+  v.push_back({ActCase{200, 1600, 16, HalfKind::BF16, false}, 64, 7});
+  v.push_back({ActCase{200, 1600, 16, HalfKind::FP16, true}, 32, 3});
+  v.push_back({ActCase{200, 1600, 0, HalfKind::BF16, false}, 16, 2});
+  // K = 64: one group, one block per row block.
+  v.push_back({ActCase{7, 64, 32, HalfKind::BF16, false}, 16, 1});
+  v.push_back({ActCase{7, 64, 0, HalfKind::FP16, true}, 64, 1});
+  // K = 12288 (FLUX): 8 chunks of 24 groups at 32 rows, 4 of 48 at 16 rows; every rank size.
+  v.push_back({ActCase{100, 12288, 32, HalfKind::BF16, false}, 32, 8});
+  v.push_back({ActCase{100, 12288, 32, HalfKind::BF16, true}, 16, 4});
+  v.push_back({ActCase{70, 3072, 8, HalfKind::FP16, false}, 64, 6});
+  v.push_back({ActCase{70, 3072, 64, HalfKind::BF16, false}, 64, 8});
+  v.push_back({ActCase{70, 3072, 128, HalfKind::BF16, true}, 32, 8});
+  // Large M, unaligned: several waves.
+  v.push_back({ActCase{4609, 3072, 32, HalfKind::BF16, false}, 64, 4});
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Plans, CudaFp8SinglePass, ::testing::ValuesIn(plan_cases()),
+                         [](const ::testing::TestParamInfo<PlanCase>& i) {
+                           const ActCase& c = i.param.c;
+                           return "M" + std::to_string(c.M) + "_K" + std::to_string(c.K) + "_R" + std::to_string(c.R) +
+                                  (c.dtype == HalfKind::BF16 ? "_bf16" : "_fp16") + (c.act_unsigned ? "_unsigned" : "_signed") +
+                                  "_rows" + std::to_string(i.param.rows) + "_cluster" + std::to_string(i.param.cluster);
+                         });
 
 struct Fp8LayerCase {
   int64_t M, N, K, R;

@@ -12,7 +12,9 @@
 #include <cstring>
 #include <limits>
 
+#include "cuda_check.hpp"
 #include "device_buffer.hpp"
+#include "fp8_act.hpp"
 #include "sm90_kernels.hpp"
 #include "sm90_layout.hpp"
 #include "sm90_pack.hpp"
@@ -143,14 +145,18 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaActivationKernel,
                                            ActCase{4609, 1600, 16, HalfKind::FP16, true}),
                          cudatest::act_case_name);
 
-// The weight expansion carried by spare blocks of the activation kernel (act_quant.cu, v12): the
-// same e4m3 tiles as launch_expand_weights, byte for byte; the activation outputs unchanged; the
-// counters left zero, so a second call expands again. Where the tiles do not fit the spare blocks
-// the kernel leaves the expansion to the caller (returns false, writes nothing there).
+// The weight expansion carried by spare blocks of the activation kernel (act_quant.cu, v12; with
+// fp8 the single-pass kernel's, fp8_act.cu): the same e4m3 tiles as launch_expand_weights, byte
+// for byte; the activation outputs unchanged; the counters left zero, so a second call expands
+// again. Where the tiles do not fit the spare blocks the kernel leaves the expansion to the caller
+// (returns false, writes nothing there). fp8 calls carry it where fp8_act_plan says so; with
+// `cluster` > 0 they run launch_fp8_act on a plan of 64 rows, that many chunks and `fp8_rows`
+// expansion rows instead (whatever the planner's model would pick).
 struct ExpandCase {
   int64_t M, K, R, Nt;
   bool fp8;
-  bool fits;
+  bool fits;  // int4: whether the kernel carries the expansion
+  int cluster = 0, fp8_rows = 0;
 };
 class CudaActKernelExpansion : public ::testing::TestWithParam<ExpandCase> {};
 
@@ -169,8 +175,24 @@ TEST_P(CudaActKernelExpansion, SameTilesAsTheExpansionKernel) {
   wfrag.upload(hw.data(), hw.size());
   cuda::launch_expand_weights(wfrag.as<uint8_t>(), wexp_ref.as<uint8_t>(), c.Nt, G, nullptr);
 
+  cuda::Fp8ActPlan forced;  // c.cluster > 0: the plan, without and with the expansion rows
+  if (c.cluster > 0) {
+    forced = cuda::fp8_act_make_plan(64, c.cluster, c.K, int(buf.Rpad), true);
+    ASSERT_EQ(forced.cluster, c.cluster);
+  }
+  auto launch = [&](const cuda::ActQuantParams& p, int exp_rows) {
+    if (c.cluster == 0) return cuda::launch_act_quant(p, nullptr);
+    cuda::Fp8ActPlan pl = forced;
+    pl.exp_rows = exp_rows;
+    cuda::launch_fp8_act(p, pl, nullptr);
+    return exp_rows > 0;
+  };
+  const bool fits = c.cluster > 0 ? true
+                    : c.fp8        ? cuda::fp8_act_plan(c.M, c.K, int(buf.Rpad), tiles, cuda::sm_count()).exp_rows > 0
+                                   : c.fits;
+
   // The activation outputs without the expansion, for comparison.
-  ASSERT_FALSE(cuda::launch_act_quant(buf.p, nullptr));
+  ASSERT_FALSE(launch(buf.p, 0));
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   auto bytes = [](const cuda::DeviceBuffer& b) {
     std::vector<uint8_t> h(b.size());
@@ -188,11 +210,11 @@ TEST_P(CudaActKernelExpansion, SameTilesAsTheExpansionKernel) {
   p.exp_tiles = tiles;
   for (int call = 0; call < 2; ++call) {
     ASSERT_EQ(cudaMemset(wexp.get(), 0xAA, wexp.size()), cudaSuccess);
-    const bool expanded = cuda::launch_act_quant(p, nullptr);
+    const bool expanded = launch(p, c.fp8_rows);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    EXPECT_EQ(expanded, c.fits) << "call " << call;
+    EXPECT_EQ(expanded, fits) << "call " << call;
     const std::vector<uint8_t> got = bytes(wexp);
-    if (c.fits) {
+    if (fits) {
       EXPECT_TRUE(got == ref) << "call " << call << ": expanded tiles differ from launch_expand_weights";
     } else {
       EXPECT_EQ(std::count(got.begin(), got.end(), uint8_t(0xAA)), int64_t(got.size())) << "nothing written";
@@ -209,12 +231,16 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaActKernelExpansion,
                          ::testing::Values(ExpandCase{4609, 3072, 32, 24, false, true}, ExpandCase{4609, 3072, 32, 24, true, true},
                                            ExpandCase{7, 512, 32, 3, false, true}, ExpandCase{300, 1024, 16, 5, true, true},
                                            ExpandCase{4609, 3072, 0, 8, false, true},
-                                           ExpandCase{4609, 3072, 32, 168, false, false}),
+                                           ExpandCase{4609, 3072, 32, 168, false, false},
+                                           // fp8, forced: few expansion blocks (many batches
+                                           // each), and many (more than batches).
+                                           ExpandCase{4609, 3072, 32, 24, true, true, 4, 2},
+                                           ExpandCase{1000, 1024, 0, 3, true, true, 2, 40}),
                          [](const ::testing::TestParamInfo<ExpandCase>& i) {
                            const ExpandCase& c = i.param;
                            return "M" + std::to_string(c.M) + "_K" + std::to_string(c.K) + "_R" + std::to_string(c.R) + "_Nt" +
-                                  std::to_string(c.Nt) +
-                                  (c.fp8 ? "_fp8" : "_int4");
+                                  std::to_string(c.Nt) + (c.fp8 ? "_fp8" : "_int4") +
+                                  (c.cluster > 0 ? "_cluster" + std::to_string(c.cluster) + "_rows" + std::to_string(c.fp8_rows) : "");
                          });
 
 }  // namespace
