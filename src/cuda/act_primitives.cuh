@@ -166,6 +166,47 @@ __device__ __forceinline__ void abs_maxmin(const uint4 v, uint32_t& mx, uint32_t
   }
 }
 
+// A lane's group after its fast smoothing: xs[2 h + r] holds the fast quotients of its row r
+// (rows g8, g8 + 8) and k half h. Returns in mx[r] the halfword maxima of |xs| of row r (an
+// unsigned halfword max is §6's NaN-propagating max), after the rare cases (zeros, non-finite or
+// extreme values, smooth_bad) have been redone by the IEEE division: one warp-uniform branch per
+// group, so that the common path has no divergent region; within it each set of 8 values of a
+// valid row that fails its own test is recomputed from raw(h, r), the same 16 bytes of x again
+// (where smooth_div.hpp's test alone would have kept the fast values, they are the same bits).
+// smooth_g: smooth + the lane's first column of k half 0 in this group. Padding rows (valid
+// false: zeros, whose xs no output reads) never take the branch.
+template <bool BF16, bool UNS, typename Raw>
+__device__ __forceinline__ void smooth_fixup(uint4 (&xs)[4], const bool (&valid)[2], uint32_t (&mx)[2], Raw raw,
+                                             const uint16_t* smooth_g) {
+  uint32_t mn[2];
+  bool slow = false;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = 0u;
+    mn[r] = 0xFFFFFFFFu;
+    abs_maxmin(xs[r], mx[r], mn[r]);
+    abs_maxmin(xs[2 + r], mx[r], mn[r]);
+    slow |= valid[r] && smooth_bad<BF16>(mx[r], mn[r]);
+  }
+  if (__any_sync(0xFFFFFFFFu, slow)) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = 0u;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        uint32_t hx = 0u, hn = 0xFFFFFFFFu;
+        abs_maxmin(xs[2 * h + r], hx, hn);
+        if (valid[r] && smooth_bad<BF16>(hx, hn)) {
+          xs[2 * h + r] = smooth8_exact<BF16, UNS>(raw(h, r), smooth_g + 32 * h);
+          hx = 0u;  // the |xs| maximum of the new values
+          abs_maxmin(xs[2 * h + r], hx, hn);
+        }
+        mx[r] = max_u16x2(mx[r], hx);
+      }
+    }
+  }
+}
+
 // §5 e4m3 codes of 8 xs values. FAST (s_row in row_div.hpp's range for every row of the warp
 // that has codes): the quotients by the row's reciprocal and one correction step, exactly the
 // float32 division (row_div.hpp). Otherwise __fdiv_rn, and a quotient that rounds above 448

@@ -340,40 +340,10 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks<RT>)
       }
     }
 
-    // |xs| maxima (an unsigned halfword max is §6's NaN-propagating max) and minima per row; with
-    // them the range test of the whole group's fast quotients, one per row.
-    uint32_t mx[2], mn[2];
-    bool slow = false;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = 0u;
-      mn[r] = 0xFFFFFFFFu;
-      abs_maxmin(xs[r], mx[r], mn[r]);
-      abs_maxmin(xs[2 + r], mx[r], mn[r]);
-      slow |= valid[r] && smooth_bad<BF16>(mx[r], mn[r]);  // padding rows (zeros, unread) never
-    }
-    // The rare cases (zeros, non-finite or extreme values): one warp-uniform branch per group, so
-    // that the common path has no divergent regions. Each set of 8 values (row, k half) of a real
-    // row that fails its own test is redone by the IEEE division, as before (where smooth_div.hpp's
-    // test alone would have kept the fast values, they are the same bits); x is read again from
-    // this group's ring slot (refilled only next iteration).
-    if (__any_sync(0xFFFFFFFFu, slow)) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = 0u;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          uint32_t hx = 0u, hn = 0xFFFFFFFFu;
-          abs_maxmin(xs[2 * h + r], hx, hn);
-          if (valid[r] && smooth_bad<BF16>(hx, hn)) {
-            xs[2 * h + r] = smooth8_exact<BF16, UNS>(cur[(2 * h + r) * 32], p.smooth + g * kGroup + 32 * h + 8 * t);
-            hx = 0u;  // the |xs| maximum of the new values
-            abs_maxmin(xs[2 * h + r], hx, hn);
-          }
-          mx[r] = max_u16x2(mx[r], hx);
-        }
-      }
-    }
+    // |xs| maxima per row, after the rare IEEE divisions (act_primitives.cuh; x is read again
+    // from this group's ring slot, refilled only next iteration).
+    uint32_t mx[2];
+    smooth_fixup<BF16, UNS>(xs, valid, mx, [&](int h, int r) { return cur[(2 * h + r) * 32]; }, p.smooth + g * kGroup + 8 * t);
 
     uint32_t amax16[2];
 #pragma unroll

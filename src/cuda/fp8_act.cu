@@ -257,35 +257,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
           }
         }
       }
-      // Range test of the fast quotients and the rare IEEE divisions: as act_quant.cu (one
-      // warp-uniform branch; x is read again from xs, not yet overwritten).
-      uint32_t mx[2], mn[2];
-      bool slow = false;
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = 0u;
-        mn[r] = 0xFFFFFFFFu;
-        abs_maxmin(xs[r], mx[r], mn[r]);
-        abs_maxmin(xs[2 + r], mx[r], mn[r]);
-        slow |= valid[r] && smooth_bad<BF16>(mx[r], mn[r]);
-      }
-      if (__any_sync(0xFFFFFFFFu, slow)) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          mx[r] = 0u;
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            uint32_t hx = 0u, hn = 0xFFFFFFFFu;
-            abs_maxmin(xs[2 * h + r], hx, hn);
-            if (valid[r] && smooth_bad<BF16>(hx, hn)) {
-              xs[2 * h + r] = smooth8_exact<BF16, UNS>(*xs_at(at + 64u * h + 8u * pitch * r), p.smooth + gg * kGroup + 32 * h + 8 * t);
-              hx = 0u;
-              abs_maxmin(xs[2 * h + r], hx, hn);
-            }
-            mx[r] = max_u16x2(mx[r], hx);
-          }
-        }
-      }
+      // Range test of the fast quotients and the rare IEEE divisions (x is read again from xs,
+      // not yet overwritten).
+      uint32_t mx[2];
+      smooth_fixup<BF16, UNS>(xs, valid, mx, [&](int h, int r) { return *xs_at(at + 64u * h + 8u * pitch * r); },
+                              p.smooth + gg * kGroup + 8 * t);
 #pragma unroll
       for (int h = 0; h < 2; ++h)
 #pragma unroll
