@@ -630,9 +630,13 @@ int64_t act_quant_amax_words(int64_t Mpad) { return 2 * kMaxChunks * round_up(Mp
 
 namespace {
 
-bool launch_any(const ActQuantParams& p, cudaStream_t stream) {
+void require_expansion_buffers(const ActQuantParams& p) {
   if (p.exp_tiles > 0 && (!p.wfrag || !p.wexp || !p.exp_counters))
     throw Error("cuda-sm90: weight expansion asked of the activation kernel without its buffers");
+}
+
+bool launch_any(const ActQuantParams& p, cudaStream_t stream) {
+  require_expansion_buffers(p);
   if (p.dtype == HalfType::BF16) return p.act_unsigned ? launch_typed<true, true>(p, stream) : launch_typed<true, false>(p, stream);
   return p.act_unsigned ? launch_typed<false, true>(p, stream) : launch_typed<false, false>(p, stream);
 }
@@ -644,8 +648,7 @@ bool launch_any(const ActQuantParams& p, cudaStream_t stream) {
 bool launch_act_quant(const ActQuantParams& p, cudaStream_t stream) {
   if (p.M == 0) return false;
   if (p.fp8) {
-    if (p.exp_tiles > 0 && (!p.wfrag || !p.wexp || !p.exp_counters))
-      throw Error("cuda-sm90: weight expansion asked of the activation kernel without its buffers");
+    require_expansion_buffers(p);
     const Fp8ActPlan plan = fp8_act_plan(p.M, p.K, p.Rpad, p.exp_tiles, sm_count());
     if (plan.rows > 0 && fp8_act_schedulable(p, plan)) {
       launch_fp8_act(p, plan, stream);
