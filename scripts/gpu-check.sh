@@ -3,7 +3,7 @@
 # (tests and benchmarks on), run the GPU tests, compute-sanitizer (memcheck, racecheck) on a
 # subset, and the benchmark; print a short table last. Logs go to $OUT (default: ./gpu-check-out).
 #
-#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [probe] [ncu] [actncu] [stalls] [hotspots]
+#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [probe] [nibble] [ncu] [actncu] [stalls] [hotspots]
 #   (actncu: ACT_LAUNCHES launches, default 4; cuda_bench --profile: SVDQ_PROFILE_M rows, default 4608)
 #   (default: the first four)
 #
@@ -34,7 +34,7 @@ if has build; then
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSVDQUANT_BUILD_TESTS=ON \
     -DSVDQUANT_BUILD_BENCH=ON -DSVDQUANT_BUILD_PYTHON=OFF "${EXTRA[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; }
   # -k 0: a broken target elsewhere must not hide the CUDA results. Only what this script runs.
-  cmake --build "$BUILD" -j 16 --target cuda_tests cuda_bench tma_probe -- -k 0 > "$OUT/build.log" 2>&1
+  cmake --build "$BUILD" -j 16 --target cuda_tests cuda_bench tma_probe nibble_probe -- -k 0 > "$OUT/build.log" 2>&1
   RESULT[build]="rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E "error|warning: " "$OUT/build.log" | grep -v "^ninja: build stopped" | head -20
   grep -E "ptxas|registers|spill" "$OUT/build.log" | head -20
@@ -97,6 +97,17 @@ if has probe; then
   fi
 fi
 
+if has nibble; then
+  # e4m3 wgmma on offset-nibble (subnormal) weights, exact? (bench/cuda/nibble_probe.cu)
+  NIB=$BUILD/bench/cuda/nibble_probe
+  if [ -x "$NIB" ]; then
+    timeout 60 "$NIB" > "$OUT/nibble.log" 2>&1
+    RESULT[nibble]="rc=$? (nibble.log)"
+  else
+    RESULT[nibble]="not built"
+  fi
+fi
+
 if has ncu; then
   # Hardware counters of our kernels and cuBLAS's at M = 4608, K = N = 3072 (clocks left alone).
   BENCH=$BUILD/bench/cuda/cuda_bench
@@ -112,17 +123,18 @@ if has ncu; then
 fi
 
 if has actncu; then
-  # The activation kernel's first launches in `cuda_bench --profile` (M = 4608, K = N = 3072):
+  # The activation kernels' first launches in `cuda_bench --profile` (M = 4608, K = N = 3072;
+  # ACT_REGEX picks the kernels, default both act_quant.cu's and fp8_act.cu's):
   # throughput, occupancy and where its warps wait.
   BENCH=$BUILD/bench/cuda/cuda_bench
   if [ -x "$BENCH" ] && command -v ncu > /dev/null; then
-    ncu --clock-control none --kernel-name regex:act_quant --launch-count ${ACT_LAUNCHES:-4} --section SpeedOfLight \
+    ncu --clock-control none --kernel-name regex:"${ACT_REGEX:-act_quant|fp8_act}" --launch-count ${ACT_LAUNCHES:-4} --section SpeedOfLight \
       --section Occupancy --section LaunchStats --section WarpStateStats \
       --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_elapsed.max,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum,l1tex__t_bytes.sum' \
       "$BENCH" --profile > "$OUT/actncu.log" 2>&1
     RESULT[actncu]="rc=$? (actncu.log)"
-    grep -E "act_quant_kernel|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Theoretical Occ|Grid Size|dram__|sm__cycles|smsp__inst_executed|smsp__issue_active|lts__t_bytes|l1tex__t_bytes" "$OUT/actncu.log" | cut -c1-120 | head -80 > "$OUT/actncu-summary.log"
-    awk '/act_quant_kernel/{print substr($0,1,100)} /issue_stalled/{if ($NF+0 > 0.5) print}' "$OUT/actncu.log" | head -40 >> "$OUT/actncu-summary.log"
+    grep -E "act_quant_kernel|fp8_act_kernel|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Theoretical Occ|Grid Size|dram__|sm__cycles|smsp__inst_executed|smsp__issue_active|lts__t_bytes|l1tex__t_bytes" "$OUT/actncu.log" | cut -c1-120 | head -80 > "$OUT/actncu-summary.log"
+    awk '/act_quant_kernel|fp8_act_kernel/{print substr($0,1,100)} /issue_stalled/{if ($NF+0 > 0.5) print}' "$OUT/actncu.log" | head -40 >> "$OUT/actncu-summary.log"
   else
     RESULT[actncu]="not built or no ncu"
   fi
@@ -161,7 +173,7 @@ fi
 echo
 echo "==================== gpu-check summary ===================="
 head -2 "$OUT/env.log" | tail -1
-for k in build sass tests memcheck racecheck bench probe ncu actncu stalls hotspots; do
+for k in build sass tests memcheck racecheck bench probe nibble ncu actncu stalls hotspots; do
   [ -n "${RESULT[$k]:-}" ] && printf "%-10s %s\n" "$k" "${RESULT[$k]}"
 done
 [ -f "$OUT/ncu-summary.log" ] && cat "$OUT/ncu-summary.log"
@@ -169,5 +181,6 @@ done
 [ -f "$OUT/actncu-summary.log" ] && cat "$OUT/actncu-summary.log"
 [ -f "$OUT/hotspots.log" ] && head -70 "$OUT/hotspots.log"
 [ -f "$OUT/probe.log" ] && cat "$OUT/probe.log"
+[ -f "$OUT/nibble.log" ] && cat "$OUT/nibble.log"
 [ -f "$OUT/bench.log" ] && grep -E "^\||^M=|^device" "$OUT/bench.log" | head -40
 exit 0

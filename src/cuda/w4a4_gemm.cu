@@ -172,9 +172,11 @@ template <> struct Half<false> {
 // SKIP (profiling only, cuda_bench's breakdown; results are wrong): bit 0 leaves out the fold,
 // bit 1 the wgmma, bit 2 the loads after the first pass over the stages (the producer only
 // re-arms them), bit 3 replaces the register A operand (weights expanded from int4) by shared
-// memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers). Real calls
-// use SKIP = 0: no instruction but a wgmma then writes the partial-sum registers, so ptxas keeps
-// the wgmmas asynchronous.
+// memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers), bit 4
+// expands the int4 weights by two masks per 8 values instead of int4x8_to_e4m3 (nibble_to_e4m3:
+// the cost of the offset-nibble encoding, perf-notes v15; the values are those of u = c, not of
+// c, so the results are wrong). Real calls use SKIP = 0: no instruction but a wgmma then writes
+// the partial-sum registers, so ptxas keeps the wgmmas asynchronous.
 template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW, bool SPLIT>
 __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages, uint64_t* full, uint64_t* empty, uint8_t* epi,
                                         uint32_t* split_flag, const TileWalk<CS>& walk) {
@@ -211,6 +213,13 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
   auto expand = [&](const uint4& wv) {
     AFrag a{};
     if constexpr (!kRegA) return a;
+    if constexpr ((SKIP & 16) != 0) {
+      nibble_to_e4m3(wv.x, a.k0[0], a.k0[1]);
+      nibble_to_e4m3(wv.y, a.k0[2], a.k0[3]);
+      nibble_to_e4m3(wv.z, a.k1[0], a.k1[1]);
+      nibble_to_e4m3(wv.w, a.k1[2], a.k1[3]);
+      return a;
+    }
     int4x8_to_e4m3(wv.x, a.k0[0], a.k0[1]);
     int4x8_to_e4m3(wv.y, a.k0[2], a.k0[3]);
     int4x8_to_e4m3(wv.z, a.k1[0], a.k1[1]);
@@ -784,7 +793,15 @@ void launch_profile(const GemmParams& p, cudaStream_t stream) {
     case 5: return launch_cluster<true, MODE, 5>(p, stream);
     case 8: return launch_cluster<true, MODE, 8>(p, stream);
     case 11: return launch_cluster<true, MODE, 11>(p, stream);
-    default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0, 1, 4, 5, 8 or 11");
+    case 16:
+    case 20:
+      if constexpr (MODE == GemmMode::FP8) {
+        if (p.cluster > 1 || p.wexp != nullptr)
+          throw UnsupportedError("cuda-sm90: GEMM profiling variants 16 and 20: int4 fragments, no clusters");
+        return p.profile_skip == 16 ? launch_typed<true, MODE, 16, 1>(p, stream) : launch_typed<true, MODE, 20, 1>(p, stream);
+      }
+      throw UnsupportedError("cuda-sm90: GEMM profiling variants 16 and 20 exist in fp8 mode only");
+    default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0, 1, 4, 5, 8, 11, 16 or 20");
   }
 }
 
