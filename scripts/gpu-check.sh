@@ -3,7 +3,7 @@
 # (tests and benchmarks on), run the GPU tests, compute-sanitizer (memcheck, racecheck) on a
 # subset, and the benchmark; print a short table last. Logs go to $OUT (default: ./gpu-check-out).
 #
-#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [probe] [nibble] [ncu] [actncu] [stalls] [hotspots]
+#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [probe] [nibble] [wgmma] [ncu] [actncu] [stalls] [hotspots]
 #   (actncu: ACT_LAUNCHES launches, default 4; cuda_bench --profile: SVDQ_PROFILE_M rows, default 4608)
 #   (default: the first four)
 #
@@ -34,7 +34,7 @@ if has build; then
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSVDQUANT_BUILD_TESTS=ON \
     -DSVDQUANT_BUILD_BENCH=ON -DSVDQUANT_BUILD_PYTHON=OFF "${EXTRA[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; }
   # -k 0: a broken target elsewhere must not hide the CUDA results. Only what this script runs.
-  cmake --build "$BUILD" -j 16 --target cuda_tests cuda_bench tma_probe nibble_probe -- -k 0 > "$OUT/build.log" 2>&1
+  cmake --build "$BUILD" -j 16 --target cuda_tests cuda_bench tma_probe nibble_probe wgmma_probe -- -k 0 > "$OUT/build.log" 2>&1
   RESULT[build]="rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E "error|warning: " "$OUT/build.log" | grep -v "^ninja: build stopped" | head -20
   grep -E "ptxas|registers|spill" "$OUT/build.log" | head -20
@@ -108,6 +108,17 @@ if has nibble; then
   fi
 fi
 
+if has wgmma; then
+  # e4m3 wgmma throughput by structure, operands resident in shared memory (bench/cuda/wgmma_probe.cu).
+  WP=$BUILD/bench/cuda/wgmma_probe
+  if [ -x "$WP" ]; then
+    timeout 60 "$WP" > "$OUT/wgmma.log" 2>&1
+    RESULT[wgmma]="rc=$? (wgmma.log)"
+  else
+    RESULT[wgmma]="not built"
+  fi
+fi
+
 if has ncu; then
   # Hardware counters of our kernels and cuBLAS's at M = 4608, K = N = 3072 (clocks left alone).
   BENCH=$BUILD/bench/cuda/cuda_bench
@@ -149,6 +160,11 @@ if has stalls; then
       --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' "$BENCH" --profile > "$OUT/stalls.log" 2>&1
     RESULT[stalls]="rc=$? (stalls.log)"
     awk '/w4a4_gemm_kernel/{print; n=0} /issue_stalled/{if ($NF+0 > 0.3) print}' "$OUT/stalls.log" | head -80 > "$OUT/stalls-summary.log"
+    # The fp8 GEMM (e4m3 weights, the layer's kernel at M = 4608): how busy its tensor pipe is.
+    ncu --clock-control none --kernel-name-base mangled --kernel-name "regex:${TENSOR_KERNEL:-GemmModeE2ELi0ELi1ELb1ELb0}" \
+      --launch-count 1 --metrics 'regex:sm__pipe_tensor_op_gmma.*active.*pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_tensor_op_gmma.*sum$,sm__cycles_active.avg,smsp__issue_active.avg.pct_of_peak_sustained_active' \
+      "$BENCH" --profile > "$OUT/tensor.log" 2>&1 || true
+    grep -E "gemm_kernel|pipe_tensor|cycles_active|issue_active" "$OUT/tensor.log" | cut -c1-140 | head -12 >> "$OUT/stalls-summary.log"
   else
     RESULT[stalls]="not built or no ncu"
   fi
@@ -173,7 +189,7 @@ fi
 echo
 echo "==================== gpu-check summary ===================="
 head -2 "$OUT/env.log" | tail -1
-for k in build sass tests memcheck racecheck bench probe nibble ncu actncu stalls hotspots; do
+for k in build sass tests memcheck racecheck bench probe nibble wgmma ncu actncu stalls hotspots; do
   [ -n "${RESULT[$k]:-}" ] && printf "%-10s %s\n" "$k" "${RESULT[$k]}"
 done
 [ -f "$OUT/ncu-summary.log" ] && cat "$OUT/ncu-summary.log"
@@ -182,5 +198,6 @@ done
 [ -f "$OUT/hotspots.log" ] && head -70 "$OUT/hotspots.log"
 [ -f "$OUT/probe.log" ] && cat "$OUT/probe.log"
 [ -f "$OUT/nibble.log" ] && cat "$OUT/nibble.log"
+[ -f "$OUT/wgmma.log" ] && cat "$OUT/wgmma.log"
 [ -f "$OUT/bench.log" ] && grep -E "^\||^M=|^device" "$OUT/bench.log" | head -40
 exit 0

@@ -551,10 +551,13 @@ int main(int argc, char** argv) {
         }
         gp.profile_skip = 11;
         t[3] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+        gp.profile_skip = 32;
+        const double noepi = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
         gp.profile_skip = 0;
         gp.wexp = nullptr;
-        std::printf("M=%lld e4m3 weights: expansion %.1f | GEMM fp32 %.1f | half %.1f | fp8 %.1f | delivery only (fp8) %.1f\n",
-                    (long long)M, tx * 1e3, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3);
+        std::printf("M=%lld e4m3 weights: expansion %.1f | GEMM fp32 %.1f | half %.1f | fp8 %.1f | delivery only (fp8) %.1f "
+                    "| fp8 without epilogue %.1f\n",
+                    (long long)M, tx * 1e3, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, noepi * 1e3);
       }
       gp.mode = cuda::GemmMode::FP32;
       gp.cluster = 0;

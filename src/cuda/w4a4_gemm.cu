@@ -175,7 +175,8 @@ template <> struct Half<false> {
 // memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers), bit 4
 // expands the int4 weights by two masks per 8 values instead of int4x8_to_e4m3 (nibble_to_e4m3:
 // the cost of the offset-nibble encoding, perf-notes v15; the values are those of u = c, not of
-// c, so the results are wrong). Real calls use SKIP = 0: no instruction but a wgmma then writes
+// c, so the results are wrong), bit 5 leaves out the epilogue (the main loop alone; nothing is
+// stored). Real calls use SKIP = 0: no instruction but a wgmma then writes
 // the partial-sum registers, so ptxas keeps the wgmmas asynchronous.
 template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW, bool SPLIT>
 __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages, uint64_t* full, uint64_t* empty, uint8_t* epi,
@@ -401,6 +402,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     release(c);
     slot = c;
     slot.next();
+    if constexpr ((SKIP & 32) != 0) continue;  // profiling: no epilogue (nothing stored)
 
     // Split-K: this item's accumulators go to split_ws ([tile][split][16][256] float4, coalesced);
     // the tile's last item to finish (integer ticket) adds every split's in split order (its own
@@ -767,8 +769,8 @@ template <bool BF16, GemmMode MODE, int SKIP>
 void launch_cluster(const GemmParams& p, cudaStream_t stream) {
   if (p.wexp != nullptr) {  // e4m3 weights from shared memory: clusters of 1; real calls and the delivery alone
     if (p.cluster > 1) throw UnsupportedError("cuda-sm90: the GEMM with e4m3 weights runs without clusters");
-    if constexpr (SKIP == 0 || SKIP == 11) return launch_typed<BF16, MODE, SKIP, 1, true>(p, stream);
-    throw UnsupportedError("cuda-sm90: GEMM profiling variants with e4m3 weights: 0 and 11 only");
+    if constexpr (SKIP == 0 || SKIP == 11 || SKIP == 32) return launch_typed<BF16, MODE, SKIP, 1, true>(p, stream);
+    throw UnsupportedError("cuda-sm90: GEMM profiling variants with e4m3 weights: 0, 11 and 32 only");
   }
   switch (p.cluster) {
     case 0:
@@ -793,6 +795,12 @@ void launch_profile(const GemmParams& p, cudaStream_t stream) {
     case 5: return launch_cluster<true, MODE, 5>(p, stream);
     case 8: return launch_cluster<true, MODE, 8>(p, stream);
     case 11: return launch_cluster<true, MODE, 11>(p, stream);
+    case 32:
+      if constexpr (MODE == GemmMode::FP8) {
+        if (p.wexp == nullptr) throw UnsupportedError("cuda-sm90: GEMM profiling variant 32 exists with e4m3 weights only");
+        return launch_cluster<true, MODE, 32>(p, stream);
+      }
+      throw UnsupportedError("cuda-sm90: GEMM profiling variant 32 exists in fp8 mode only");
     case 16:
     case 20:
       if constexpr (MODE == GemmMode::FP8) {
@@ -801,7 +809,7 @@ void launch_profile(const GemmParams& p, cudaStream_t stream) {
         return p.profile_skip == 16 ? launch_typed<true, MODE, 16, 1>(p, stream) : launch_typed<true, MODE, 20, 1>(p, stream);
       }
       throw UnsupportedError("cuda-sm90: GEMM profiling variants 16 and 20 exist in fp8 mode only");
-    default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0, 1, 4, 5, 8, 11, 16 or 20");
+    default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0, 1, 4, 5, 8, 11, 16, 20 or 32");
   }
 }
 
