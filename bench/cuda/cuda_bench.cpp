@@ -491,36 +491,6 @@ int main(int argc, char** argv) {
                       t[3] * 1e3, t[4] * 1e3, t[5] * 1e3);
         }
       }
-      // The register path with the weights expanded by two masks per 8 values (profile_skip 16,
-      // 20: the offset-nibble encoding's consumer cost, values wrong, perf-notes v15), and the
-      // epilogue with R + G = 80 low-rank columns (the rank the encoding's correction term
-      // would add at K = 3072: G = 48 columns beside R = 32; zero operands, timing only).
-      {
-        gp.cluster = 1;
-        gp.mode = cuda::GemmMode::FP8;
-        double t[3];
-        gp.profile_skip = 16;
-        t[0] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
-        gp.profile_skip = 20;
-        t[1] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
-        gp.profile_skip = 0;
-        constexpr int kR80 = 80;
-        cuda::DeviceBuffer l80(size_t(Mt * 128 * kR80 * 4)), pu80(size_t(Nt * 128 * kR80 * 4));
-        ck(cudaMemset(l80.get(), 0, l80.size()), "memset");
-        ck(cudaMemset(pu80.get(), 0, pu80.size()), "memset");
-        const float* lact0 = gp.lact;
-        const float* pu0 = gp.proj_up;
-        gp.lact = l80.as<float>();
-        gp.proj_up = pu80.as<float>();
-        gp.Rpad = kR80;
-        t[2] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
-        gp.Rpad = int(R);
-        gp.lact = lact0;
-        gp.proj_up = pu0;
-        std::printf("M=%lld fp8 register path, weights by nibble masks (values wrong): full %.1f | no loads %.1f "
-                    "| int4x8_to_e4m3, rank 80 epilogue %.1f\n",
-                    (long long)M, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3);
-      }
       // Every cluster size in each mode (HALF reads the T scales it expects from the same buffers
       // reinterpreted: timing only, values wrong).
       const int clusters[3] = {1, 2, 4};
@@ -553,11 +523,19 @@ int main(int argc, char** argv) {
         t[3] = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
         gp.profile_skip = 32;
         const double noepi = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+        gp.profile_skip = 64;
+        const double nostore = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+        gp.profile_skip = 128;
+        const double nostage = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+        gp.Rpad = 0;
+        const double nolr = timer.median_ms([&] { cuda::launch_w4a4_gemm(gp, stream); });
+        gp.Rpad = int(R);
         gp.profile_skip = 0;
         gp.wexp = nullptr;
         std::printf("M=%lld e4m3 weights: expansion %.1f | GEMM fp32 %.1f | half %.1f | fp8 %.1f | delivery only (fp8) %.1f "
-                    "| fp8 without epilogue %.1f\n",
-                    (long long)M, tx * 1e3, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, noepi * 1e3);
+                    "| fp8 without epilogue %.1f | without stores %.1f | without staging and stores %.1f | that and R = 0 %.1f\n",
+                    (long long)M, tx * 1e3, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, noepi * 1e3, nostore * 1e3,
+                    nostage * 1e3, nolr * 1e3);
       }
       gp.mode = cuda::GemmMode::FP32;
       gp.cluster = 0;

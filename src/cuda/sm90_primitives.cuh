@@ -245,14 +245,4 @@ __device__ __forceinline__ void int4x8_to_e4m3(uint32_t w, uint32_t& lo, uint32_
   hi = prmt(prmt(kPos0, kPos1, w >> 16), prmt(kNeg0, kNeg1, wx >> 16), sel >> 16);
 }
 
-// Eight unsigned nibbles (u in 0 .. 15) -> two registers of four e4m3 bytes: byte e of lo is nibble
-// 2 e, of hi nibble 2 e + 1. An e4m3 byte 0000 uuuu is the value u * 2^-9 (subnormals for u < 8,
-// then the first normal binade at the same step), so a nibble becomes e4m3 by masking alone: two
-// instructions per 8 values against int4x8_to_e4m3's 12 (the GEMM's profiling variant 16,
-// perf-notes v15; for signed codes c the nibble would hold u = c + 8).
-__device__ __forceinline__ void nibble_to_e4m3(uint32_t w, uint32_t& lo, uint32_t& hi) {
-  lo = w & 0x0F0F0F0Fu;
-  hi = (w >> 4) & 0x0F0F0F0Fu;
-}
-
 }  // namespace svdquant::cuda::sm90

@@ -172,12 +172,12 @@ template <> struct Half<false> {
 // SKIP (profiling only, cuda_bench's breakdown; results are wrong): bit 0 leaves out the fold,
 // bit 1 the wgmma, bit 2 the loads after the first pass over the stages (the producer only
 // re-arms them), bit 3 replaces the register A operand (weights expanded from int4) by shared
-// memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers), bit 4
-// expands the int4 weights by two masks per 8 values instead of int4x8_to_e4m3 (nibble_to_e4m3:
-// the cost of the offset-nibble encoding, perf-notes v15; the values are those of u = c, not of
-// c, so the results are wrong), bit 5 leaves out the epilogue (the main loop alone; nothing is
-// stored). Real calls use SKIP = 0: no instruction but a wgmma then writes
-// the partial-sum registers, so ptxas keeps the wgmmas asynchronous.
+// memory (SS wgmma reading the code tile's rows as A: no conversion, no A registers), bit 5
+// leaves out the epilogue (the main loop alone; nothing is stored), bit 6 the epilogue's global
+// stores, bit 7 its staging and stores (the accumulators kept alive where they would be dead:
+// ptxas drops the fold and the wgmmas whose results nothing reads). Real calls use SKIP = 0: no
+// instruction but a wgmma then writes the partial-sum registers, so ptxas keeps the wgmmas
+// asynchronous.
 template <bool BF16, GemmMode MODE, int SKIP, int CS, bool SSW, bool SPLIT>
 __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages, uint64_t* full, uint64_t* empty, uint8_t* epi,
                                         uint32_t* split_flag, const TileWalk<CS>& walk) {
@@ -214,13 +214,6 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
   auto expand = [&](const uint4& wv) {
     AFrag a{};
     if constexpr (!kRegA) return a;
-    if constexpr ((SKIP & 16) != 0) {
-      nibble_to_e4m3(wv.x, a.k0[0], a.k0[1]);
-      nibble_to_e4m3(wv.y, a.k0[2], a.k0[3]);
-      nibble_to_e4m3(wv.z, a.k1[0], a.k1[1]);
-      nibble_to_e4m3(wv.w, a.k1[2], a.k1[3]);
-      return a;
-    }
     int4x8_to_e4m3(wv.x, a.k0[0], a.k0[1]);
     int4x8_to_e4m3(wv.y, a.k0[2], a.k0[3]);
     int4x8_to_e4m3(wv.z, a.k1[0], a.k1[1]);
@@ -402,7 +395,13 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     release(c);
     slot = c;
     slot.next();
-    if constexpr ((SKIP & 32) != 0) continue;  // profiling: no epilogue (nothing stored)
+    if constexpr ((SKIP & 32) != 0) {  // profiling: no epilogue (nothing stored; the values kept alive,
+      float v = 0.0f;                  // or ptxas drops the fold and the wgmmas whose results are dead)
+#pragma unroll
+      for (int i = 0; i < 64; ++i) v += acc[i];
+      if (v == 1.2345e-38f) p.y[threadIdx.x] = 0;
+      continue;
+    }
 
     // Split-K: this item's accumulators go to split_ws ([tile][split][16][256] float4, coalesced);
     // the tile's last item to finish (integer ticket) adds every split's in split order (its own
@@ -455,18 +454,68 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     // l_hi then l_lo, each [Rk / 8][128 m][8 r] bf16 (wgmma's K-major no-swizzle core matrices).
     uint8_t* lhi = epi;
     uint8_t* llo = epi + kTileM * Rk * 2;
-    named_barrier(1, kConsumerThreads);  // the previous tile's stores have read the staged outputs
-    const int q4 = Rk / 4;               // 4-rank pieces per row
-    // Four float4 loads in flight per thread before any is converted (one dependent L2 round
-    // trip per 4 pieces instead of per piece: the epilogue's global loads showed as the GEMM's
-    // long-scoreboard stalls, v6).
-    for (int i0 = threadIdx.x; i0 < kTileM * q4; i0 += 4 * kConsumerThreads) {
-      float4 v[4];
+    const int q4 = Rk / 4;  // 4-rank pieces per row
+    // The epilogue's global loads, all issued here, before its first barrier, so that their L2
+    // round trips overlap each other and the wait for the other warpgroup (v15: issued where each
+    // is used, they were ~4 dependent round trips per tile): lact's first four float4 pieces per
+    // thread (one dependent round trip per 4 pieces instead of per piece: the epilogue's global
+    // loads showed as the GEMM's long-scoreboard stalls, v6), wcscales, bias, the row scales (fp8)
+    // and proj_up's first two k16 steps.
+    auto lact_load = [&](int i0, float4 (&v)[4]) {
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
         const int i = i0 + u * kConsumerThreads, m = i / q4, r = (i % q4) * 4;
         v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (i < kTileM * q4 && r < Rpad) v[u] = *reinterpret_cast<const float4*>(&p.lact[(mt * kTileM + m) * Rpad + r]);
+      }
+    };
+    // A fragments (mma.m16n8k16 order per warp): a0 (row rw, k 2t, 2t+1), a1 (row rw + 8, same k),
+    // a2 (row rw, k 2t+8, 2t+9), a3 (row rw + 8, k 2t+8, 2t+9).
+    // proj_up values of one k16 step for rows n0, n1 (8 floats: ranks k0, k0 + 1, k0 + 8, k0 + 9),
+    // loaded for two steps before either is used (one round trip per two steps).
+    struct UpVals { float v[8]; };
+    auto up_load = [&](int64_t n0, int64_t n1, int k0) {
+      UpVals u;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int64_t n = (i / 2) % 2 ? n1 : n0;
+        const int k = k0 + (i / 4) * 8 + i % 2;
+        u.v[i] = k < Rpad ? __ldg(&p.proj_up[n * Rpad + k]) : 0.0f;
+      }
+      return u;
+    };
+    // Only where the consumers hold no A fragments (e4m3 weights from shared memory): with the
+    // int4 register path's registers these loads in flight made ptxas spill 30-150 bytes, so
+    // there each is issued where it is used, as before.
+    constexpr bool kEarly = SSW;
+    const int64_t n0 = n_cta + 64 * wg + rw, n1 = n0 + 8;
+    float wc0 = 0.0f, wc1 = 0.0f, b0 = 0.0f, b1 = 0.0f;
+    auto load_wcb = [&]() {
+      wc0 = p.wcscales[n0], wc1 = p.wcscales[n1];
+      b0 = p.bias[n0], b1 = p.bias[n1];
+    };
+    auto load_rs = [&](int j) {
+      return FP8 ? __ldg(reinterpret_cast<const float2*>(p.row_scale + mt * kTileM + 8 * j + 2 * t)) : make_float2(1.0f, 1.0f);
+    };
+    float4 lv[4];
+    float2 rsv[kEarly && FP8 ? 16 : 1];
+    UpVals up0{}, up1{};
+    if constexpr (kEarly) {
+      lact_load(threadIdx.x, lv);
+      load_wcb();
+#pragma unroll
+      for (int j = 0; j < (FP8 ? 16 : 1); ++j) rsv[j] = load_rs(j);
+      up0 = up_load(n0, n1, 2 * t);
+      up1 = up_load(n0, n1, Rk / 16 > 1 ? 16 + 2 * t : Rpad);  // Rpad: zeros, no loads
+    }
+    named_barrier(1, kConsumerThreads);  // the previous tile's stores have read the staged outputs
+    for (int i0 = threadIdx.x; i0 < kTileM * q4; i0 += 4 * kConsumerThreads) {
+      float4 v[4];
+      if (kEarly && i0 == int(threadIdx.x)) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[u] = lv[u];
+      } else {
+        lact_load(i0, v);
       }
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
@@ -487,21 +536,6 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     }
     fence_proxy_async();  // generic-proxy stores, read next by the wgmma (async proxy)
     named_barrier(1, kConsumerThreads);
-    // A fragments (mma.m16n8k16 order per warp): a0 (row rw, k 2t, 2t+1), a1 (row rw + 8, same k),
-    // a2 (row rw, k 2t+8, 2t+9), a3 (row rw + 8, k 2t+8, 2t+9).
-    // proj_up values of one k16 step for rows n0, n1 (8 floats: ranks k0, k0 + 1, k0 + 8, k0 + 9),
-    // loaded for two steps before either is used (one round trip per two steps).
-    struct UpVals { float v[8]; };
-    auto up_load = [&](int64_t n0, int64_t n1, int k0) {
-      UpVals u;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int64_t n = (i / 2) % 2 ? n1 : n0;
-        const int k = k0 + (i / 4) * 8 + i % 2;
-        u.v[i] = k < Rpad ? __ldg(&p.proj_up[n * Rpad + k]) : 0.0f;
-      }
-      return u;
-    };
     // Register a(r) (r = 0..3: (n0, k0), (n1, k0), (n0, k0 + 8), (n1, k0 + 8)) of the hi or lo part.
     auto up_reg = [&](const UpVals& u, int r, bool low) -> uint32_t {
       uint32_t bits[2];
@@ -514,13 +548,10 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
       return bits[0] | bits[1] << 16;
     };
     auto finish = [&]() {
-      const int64_t n0 = n_cta + 64 * wg + rw, n1 = n0 + 8;
+      if constexpr (!kEarly) load_wcb();  // first: their loads overlap the low-rank steps
       // One k16 step at a time, completed before the next step's A registers are computed: the
       // wgmma reads its register operand asynchronously (v5's first form, with all steps in
       // flight, gave wrong results in some instantiations).
-      // wcscales and bias first: their loads overlap the low-rank steps.
-      const float wc0 = p.wcscales[n0], wc1 = p.wcscales[n1];
-      const float b0 = p.bias[n0], b1 = p.bias[n1];
       auto step = [&](const UpVals& cur, int kk) {
         const uint32_t ahi[4] = {up_reg(cur, 0, false), up_reg(cur, 1, false), up_reg(cur, 2, false), up_reg(cur, 3, false)};
         [[maybe_unused]] uint32_t alo[4] = {0u, 0u, 0u, 0u};
@@ -540,8 +571,8 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
       };
       for (int kk = 0; kk < Rk / 16; kk += 2) {
         const bool two = kk + 1 < Rk / 16;
-        const UpVals u0 = up_load(n0, n1, 16 * kk + 2 * t);
-        const UpVals u1 = up_load(n0, n1, two ? 16 * (kk + 1) + 2 * t : Rpad);  // Rpad: zeros, no loads
+        const UpVals u0 = kEarly && kk == 0 ? up0 : up_load(n0, n1, 16 * kk + 2 * t);
+        const UpVals u1 = kEarly && kk == 0 ? up1 : up_load(n0, n1, two ? 16 * (kk + 1) + 2 * t : Rpad);  // Rpad: zeros, no loads
         step(u0, kk);
         if (two) step(u1, kk + 1);
       }
@@ -550,8 +581,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
       auto up = [&](int J, int e) -> float { return part0[4 * J + e]; };
 #pragma unroll
       for (int j = 0; j < 16; ++j) {
-        float2 rs = make_float2(1.0f, 1.0f);
-        if constexpr (FP8) rs = __ldg(reinterpret_cast<const float2*>(p.row_scale + mt * kTileM + 8 * j + 2 * t));
+        const float2 rs = kEarly && FP8 ? rsv[kEarly && FP8 ? j : 0] : load_rs(j);
         float v[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
@@ -576,6 +606,13 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
       }
     };
     finish();
+    if constexpr ((SKIP & 128) != 0) {  // profiling: no staging, no stores (the values kept alive)
+      float v = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 64; ++i) v += acc[i];
+      if (v == 1.2345e-38f) p.y[threadIdx.x] = 0;
+      continue;
+    }
 
     // Staged transposed ([m][n]) for row-contiguous stores of y.
     uint16_t* out = reinterpret_cast<uint16_t*>(epi);
@@ -599,7 +636,7 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
     stage_out();
     named_barrier(1, kConsumerThreads);
     const int64_t m_base = mt * kTileM;
-    const int rows = !tl.store ? 0 : p.M - m_base < kTileM ? int(p.M - m_base) : kTileM;
+    const int rows = (SKIP & 64) != 0 || !tl.store ? 0 : p.M - m_base < kTileM ? int(p.M - m_base) : kTileM;
     const int cols = p.N - n_cta < kRows ? int(p.N - n_cta) : kRows;
     if (cols == kRows && p.N % 8 == 0) {
       constexpr int kVecs = kRows / 8;  // 16-byte stores per output row
@@ -769,8 +806,9 @@ template <bool BF16, GemmMode MODE, int SKIP>
 void launch_cluster(const GemmParams& p, cudaStream_t stream) {
   if (p.wexp != nullptr) {  // e4m3 weights from shared memory: clusters of 1; real calls and the delivery alone
     if (p.cluster > 1) throw UnsupportedError("cuda-sm90: the GEMM with e4m3 weights runs without clusters");
-    if constexpr (SKIP == 0 || SKIP == 11 || SKIP == 32) return launch_typed<BF16, MODE, SKIP, 1, true>(p, stream);
-    throw UnsupportedError("cuda-sm90: GEMM profiling variants with e4m3 weights: 0, 11 and 32 only");
+    if constexpr (SKIP == 0 || SKIP == 11 || SKIP == 32 || SKIP == 64 || SKIP == 128)
+      return launch_typed<BF16, MODE, SKIP, 1, true>(p, stream);
+    throw UnsupportedError("cuda-sm90: GEMM profiling variants with e4m3 weights: 0, 11, 32, 64 and 128 only");
   }
   switch (p.cluster) {
     case 0:
@@ -796,20 +834,16 @@ void launch_profile(const GemmParams& p, cudaStream_t stream) {
     case 8: return launch_cluster<true, MODE, 8>(p, stream);
     case 11: return launch_cluster<true, MODE, 11>(p, stream);
     case 32:
+    case 64:
+    case 128:
       if constexpr (MODE == GemmMode::FP8) {
-        if (p.wexp == nullptr) throw UnsupportedError("cuda-sm90: GEMM profiling variant 32 exists with e4m3 weights only");
-        return launch_cluster<true, MODE, 32>(p, stream);
+        if (p.wexp == nullptr) throw UnsupportedError("cuda-sm90: GEMM profiling variants 32, 64, 128 exist with e4m3 weights only");
+        return p.profile_skip == 32   ? launch_cluster<true, MODE, 32>(p, stream)
+               : p.profile_skip == 64 ? launch_cluster<true, MODE, 64>(p, stream)
+                                      : launch_cluster<true, MODE, 128>(p, stream);
       }
-      throw UnsupportedError("cuda-sm90: GEMM profiling variant 32 exists in fp8 mode only");
-    case 16:
-    case 20:
-      if constexpr (MODE == GemmMode::FP8) {
-        if (p.cluster > 1 || p.wexp != nullptr)
-          throw UnsupportedError("cuda-sm90: GEMM profiling variants 16 and 20: int4 fragments, no clusters");
-        return p.profile_skip == 16 ? launch_typed<true, MODE, 16, 1>(p, stream) : launch_typed<true, MODE, 20, 1>(p, stream);
-      }
-      throw UnsupportedError("cuda-sm90: GEMM profiling variants 16 and 20 exist in fp8 mode only");
-    default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0, 1, 4, 5, 8, 11, 16, 20 or 32");
+      throw UnsupportedError("cuda-sm90: GEMM profiling variants 32, 64, 128 exist in fp8 mode only");
+    default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0, 1, 4, 5, 8, 11, 32, 64 or 128");
   }
 }
 
