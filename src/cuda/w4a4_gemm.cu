@@ -806,9 +806,9 @@ template <bool BF16, GemmMode MODE, int SKIP>
 void launch_cluster(const GemmParams& p, cudaStream_t stream) {
   if (p.wexp != nullptr) {  // e4m3 weights from shared memory: clusters of 1; real calls and the delivery alone
     if (p.cluster > 1) throw UnsupportedError("cuda-sm90: the GEMM with e4m3 weights runs without clusters");
-    if constexpr (SKIP == 0 || SKIP == 11 || SKIP == 32 || SKIP == 64 || SKIP == 128)
+    if constexpr (SKIP == 0 || SKIP == 11 || SKIP == 32 || SKIP == 43 || SKIP == 64 || SKIP == 128)
       return launch_typed<BF16, MODE, SKIP, 1, true>(p, stream);
-    throw UnsupportedError("cuda-sm90: GEMM profiling variants with e4m3 weights: 0, 11, 32, 64 and 128 only");
+    throw UnsupportedError("cuda-sm90: GEMM profiling variants with e4m3 weights: 0, 11, 32, 43, 64 and 128 only");
   }
   switch (p.cluster) {
     case 0:
@@ -834,16 +834,20 @@ void launch_profile(const GemmParams& p, cudaStream_t stream) {
     case 8: return launch_cluster<true, MODE, 8>(p, stream);
     case 11: return launch_cluster<true, MODE, 11>(p, stream);
     case 32:
+    case 43:
     case 64:
     case 128:
       if constexpr (MODE == GemmMode::FP8) {
-        if (p.wexp == nullptr) throw UnsupportedError("cuda-sm90: GEMM profiling variants 32, 64, 128 exist with e4m3 weights only");
-        return p.profile_skip == 32   ? launch_cluster<true, MODE, 32>(p, stream)
-               : p.profile_skip == 64 ? launch_cluster<true, MODE, 64>(p, stream)
-                                      : launch_cluster<true, MODE, 128>(p, stream);
+        if (p.wexp == nullptr) throw UnsupportedError("cuda-sm90: GEMM profiling variants 32, 43, 64, 128 exist with e4m3 weights only");
+        switch (p.profile_skip) {
+          case 32: return launch_cluster<true, MODE, 32>(p, stream);
+          case 43: return launch_cluster<true, MODE, 43>(p, stream);
+          case 64: return launch_cluster<true, MODE, 64>(p, stream);
+          default: return launch_cluster<true, MODE, 128>(p, stream);
+        }
       }
-      throw UnsupportedError("cuda-sm90: GEMM profiling variants 32, 64, 128 exist in fp8 mode only");
-    default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0, 1, 4, 5, 8, 11, 32, 64 or 128");
+      throw UnsupportedError("cuda-sm90: GEMM profiling variants 32, 43, 64, 128 exist in fp8 mode only");
+    default: throw UnsupportedError("cuda-sm90: GEMM profile_skip must be 0, 1, 4, 5, 8, 11, 32, 43, 64 or 128");
   }
 }
 
