@@ -86,38 +86,19 @@ if has bench; then
   fi
 fi
 
-if has probe; then
-  # The bulk-copy delivery alone (bench/cuda/tma_probe.cu).
-  PROBE=$BUILD/bench/cuda/tma_probe
-  if [ -x "$PROBE" ]; then
-    timeout 120 "$PROBE" > "$OUT/probe.log" 2>&1
-    RESULT[probe]="rc=$? (probe.log)"
+# The probes beside the benchmark: step, program under bench/cuda, log, time limit.
+run_probe() {
+  local exe=$BUILD/bench/cuda/$2
+  if [ -x "$exe" ]; then
+    timeout "$4" "$exe" > "$OUT/$3" 2>&1
+    RESULT[$1]="rc=$? ($3)"
   else
-    RESULT[probe]="not built"
+    RESULT[$1]="not built"
   fi
-fi
-
-if has nibble; then
-  # e4m3 wgmma on offset-nibble (subnormal) weights, exact? (bench/cuda/nibble_probe.cu)
-  NIB=$BUILD/bench/cuda/nibble_probe
-  if [ -x "$NIB" ]; then
-    timeout 60 "$NIB" > "$OUT/nibble.log" 2>&1
-    RESULT[nibble]="rc=$? (nibble.log)"
-  else
-    RESULT[nibble]="not built"
-  fi
-fi
-
-if has wgmma; then
-  # e4m3 wgmma throughput by structure, operands resident in shared memory (bench/cuda/wgmma_probe.cu).
-  WP=$BUILD/bench/cuda/wgmma_probe
-  if [ -x "$WP" ]; then
-    timeout 60 "$WP" > "$OUT/wgmma.log" 2>&1
-    RESULT[wgmma]="rc=$? (wgmma.log)"
-  else
-    RESULT[wgmma]="not built"
-  fi
-fi
+}
+has probe && run_probe probe tma_probe probe.log 120    # the bulk-copy delivery alone
+has nibble && run_probe nibble nibble_probe nibble.log 60  # e4m3 wgmma on offset-nibble (subnormal) weights, exact?
+has wgmma && run_probe wgmma wgmma_probe wgmma.log 60   # e4m3 wgmma throughput by structure, operands resident
 
 if has ncu; then
   # Hardware counters of our kernels and cuBLAS's at M = 4608, K = N = 3072 (clocks left alone).
@@ -160,11 +141,6 @@ if has stalls; then
       --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' "$BENCH" --profile > "$OUT/stalls.log" 2>&1
     RESULT[stalls]="rc=$? (stalls.log)"
     awk '/w4a4_gemm_kernel/{print; n=0} /issue_stalled/{if ($NF+0 > 0.3) print}' "$OUT/stalls.log" | head -80 > "$OUT/stalls-summary.log"
-    # The fp8 GEMM (e4m3 weights, the layer's kernel at M = 4608): how busy its tensor pipe is.
-    ncu --clock-control none --kernel-name-base mangled --kernel-name "regex:${TENSOR_KERNEL:-GemmModeE2ELi0ELi1ELb1ELb0}" \
-      --launch-count 1 --metrics 'regex:sm__pipe_tensor_op_gmma.*active.*pct_of_peak_sustained_active,regex:sm__inst_executed_pipe_tensor_op_gmma.*sum$,sm__cycles_active.avg,smsp__issue_active.avg.pct_of_peak_sustained_active' \
-      "$BENCH" --profile > "$OUT/tensor.log" 2>&1 || true
-    grep -E "gemm_kernel|pipe_tensor|cycles_active|issue_active" "$OUT/tensor.log" | cut -c1-140 | head -12 >> "$OUT/stalls-summary.log"
   else
     RESULT[stalls]="not built or no ncu"
   fi

@@ -471,7 +471,8 @@ int main(int argc, char** argv) {
       gp.row_scale = rs.as<float>();
       std::fprintf(stderr, "cuda_bench: breakdown M=%lld\n", (long long)M);
       // Variants (GemmParams::profile_skip) with clusters of 1 and 2: full, no fold, no loads, no
-      // fold + no loads, A from smem, delivery only (consumers wait and release).
+      // fold + no loads, A from smem, waits only (consumers wait for and release the stages; the
+      // epilogue still runs: variant 43 below is the delivery alone).
       const int variants[6] = {0, 1, 4, 5, 8, 11};
       const double flop = 2.0 * double(M) * double(N) * double(K);
       auto mode_name = [](cuda::GemmMode m) { return m == cuda::GemmMode::FP8 ? "fp8" : m == cuda::GemmMode::HALF ? "half" : "fp32"; };
@@ -486,7 +487,7 @@ int main(int argc, char** argv) {
           }
           gp.profile_skip = 0;
           std::printf("M=%lld %s, cluster %d: full %.1f | no fold %.1f | no loads %.1f | no fold, no loads %.1f | "
-                      "A from smem %.1f | delivery only %.1f\n",
+                      "A from smem %.1f | waits only, with epilogue %.1f\n",
                       (long long)M, mode_name(mode), cluster, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3,
                       t[3] * 1e3, t[4] * 1e3, t[5] * 1e3);
         }
@@ -534,7 +535,7 @@ int main(int argc, char** argv) {
         gp.Rpad = int(R);
         gp.profile_skip = 0;
         gp.wexp = nullptr;
-        std::printf("M=%lld e4m3 weights: expansion %.1f | GEMM fp32 %.1f | half %.1f | fp8 %.1f | delivery only (fp8) %.1f "
+        std::printf("M=%lld e4m3 weights: expansion %.1f | GEMM fp32 %.1f | half %.1f | fp8 %.1f | waits only, with epilogue (fp8) %.1f "
                     "| fp8 without epilogue %.1f | without stores %.1f | without staging and stores %.1f | that and R = 0 %.1f "
                     "| delivery alone, no epilogue %.1f\n",
                     (long long)M, tx * 1e3, t[0] * 1e3, t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, noepi * 1e3, nostore * 1e3,

@@ -804,7 +804,7 @@ void launch_typed(const GemmParams& p, cudaStream_t stream) {
 // measurement, docs/perf-notes.md).
 template <bool BF16, GemmMode MODE, int SKIP>
 void launch_cluster(const GemmParams& p, cudaStream_t stream) {
-  if (p.wexp != nullptr) {  // e4m3 weights from shared memory: clusters of 1; real calls and the delivery alone
+  if (p.wexp != nullptr) {  // e4m3 weights from shared memory: clusters of 1; real calls and profiling variants
     if (p.cluster > 1) throw UnsupportedError("cuda-sm90: the GEMM with e4m3 weights runs without clusters");
     if constexpr (SKIP == 0 || SKIP == 11 || SKIP == 32 || SKIP == 43 || SKIP == 64 || SKIP == 128)
       return launch_typed<BF16, MODE, SKIP, 1, true>(p, stream);
