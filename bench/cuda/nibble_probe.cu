@@ -22,9 +22,12 @@
 #include <random>
 #include <vector>
 
+#include "probe_main.hpp"
 #include "sm90_primitives.cuh"
 
 using namespace svdquant::cuda::sm90;
+using svdquant::probe::ck;
+using svdquant::probe::require_hopper;
 
 namespace {
 
@@ -82,13 +85,6 @@ __global__ void __launch_bounds__(128, 1) exact_kernel(const uint8_t* b, const u
   }
 }
 
-void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "nibble_probe: %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
-
 // Returns false where 512 D(u) - D(8) differs from D(c) (integer B) or the relative difference is
 // large (random B); prints the findings.
 bool exactness(bool integer_b, uint32_t seed) {
@@ -133,12 +129,7 @@ bool exactness(bool integer_b, uint32_t seed) {
 }  // namespace
 
 int main() {
-  cudaDeviceProp prop{};
-  ck(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-  if (prop.major != 9) {
-    std::fprintf(stderr, "nibble_probe: needs a Hopper GPU (found %s)\n", prop.name);
-    return 1;
-  }
+  const cudaDeviceProp prop = require_hopper("nibble_probe");
   std::printf("device: %s\n", prop.name);
   bool ok = exactness(true, 1);
   ok = exactness(true, 2) && ok;

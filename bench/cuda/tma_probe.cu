@@ -14,9 +14,12 @@
 #include <cstdio>
 #include <vector>
 
+#include "probe_main.hpp"
 #include "sm90_primitives.cuh"
 
 using namespace svdquant::cuda::sm90;
+using svdquant::probe::ck;
+using svdquant::probe::require_hopper;
 
 namespace {
 
@@ -61,22 +64,10 @@ __global__ void __launch_bounds__(kConsumers + 32, 1)
   }
 }
 
-void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "tma_probe: %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
-
 }  // namespace
 
 int main() {
-  cudaDeviceProp prop{};
-  ck(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-  if (prop.major != 9) {
-    std::fprintf(stderr, "tma_probe: needs a Hopper GPU (found %s)\n", prop.name);
-    return 1;
-  }
+  const cudaDeviceProp prop = require_hopper("tma_probe");
   const uint64_t src_bytes = uint64_t(24) << 20;
   uint8_t* src = nullptr;
   ck(cudaMalloc(&src, src_bytes), "cudaMalloc");

@@ -18,9 +18,12 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "probe_main.hpp"
 #include "sm90_primitives.cuh"
 
 using namespace svdquant::cuda::sm90;
+using svdquant::probe::ck;
+using svdquant::probe::require_hopper;
 
 namespace {
 
@@ -153,13 +156,6 @@ __global__ void __launch_bounds__(WGS * 128, 1) wgmma_kernel(int iters, float* o
   out[blockIdx.x * blockDim.x + threadIdx.x] = v;
 }
 
-void ck(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "wgmma_probe: %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
-
 template <int WGS, int N, int BUFS, int STEPS, bool WAIT, bool FOLD = false>
 void run(const char* what, int sms, float* out, cudaEvent_t a, cudaEvent_t b) {
   auto kernel = wgmma_kernel<WGS, N, BUFS, STEPS, WAIT, FOLD>;
@@ -185,12 +181,7 @@ void run(const char* what, int sms, float* out, cudaEvent_t a, cudaEvent_t b) {
 }  // namespace
 
 int main() {
-  cudaDeviceProp prop{};
-  ck(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
-  if (prop.major != 9) {
-    std::fprintf(stderr, "wgmma_probe: needs a Hopper GPU (found %s)\n", prop.name);
-    return 1;
-  }
+  const cudaDeviceProp prop = require_hopper("wgmma_probe");
   const int sms = prop.multiProcessorCount;
   float* out = nullptr;
   ck(cudaMalloc(&out, size_t(sms) * 384 * 4), "cudaMalloc");
