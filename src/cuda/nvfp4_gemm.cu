@@ -300,9 +300,9 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
         uint16_t h[2], l[2];
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
-          const __nv_bfloat16 hb = __float2bfloat16_rn(f[2 * e + u]);
-          h[u] = __bfloat16_as_ushort(hb);
-          l[u] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(f[2 * e + u], __bfloat162float(hb))));
+          const Bf16Split sp = bf16_split(f[2 * e + u]);
+          h[u] = sp.hi;
+          l[u] = sp.lo;
         }
         hi[e] = h[0] | uint32_t(h[1]) << 16;
         lo[e] = l[0] | uint32_t(l[1]) << 16;
@@ -325,10 +325,9 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
         for (int q = 0; q < 4; ++q) {
           const int64_t n = n0 + 128 * wg + 64 * b + rw + 8 * (q % 2);
           const float2 v = __ldg(reinterpret_cast<const float2*>(p.proj_up + n * p.Rpad + 16 * kk + 2 * c + 8 * (q / 2)));
-          const __nv_bfloat16 h0 = __float2bfloat16_rn(v.x), h1 = __float2bfloat16_rn(v.y);
-          ahi[b][q] = __bfloat16_as_ushort(h0) | uint32_t(__bfloat16_as_ushort(h1)) << 16;
-          alo[b][q] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(v.x, __bfloat162float(h0)))) |
-                      uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(v.y, __bfloat162float(h1))))) << 16;
+          const Bf16Split x0 = bf16_split(v.x), x1 = bf16_split(v.y);
+          ahi[b][q] = x0.hi | uint32_t(x1.hi) << 16;
+          alo[b][q] = x0.lo | uint32_t(x1.lo) << 16;
         }
       wgmma_fence();
 #pragma unroll

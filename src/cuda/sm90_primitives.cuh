@@ -2,6 +2,8 @@
 // copies (TMA, also multicast to a cluster) completing on an mbarrier, cluster barriers, the
 // warpgroup MMA (wgmma) with its fences, and named barriers.
 #pragma once
+#include <cuda_bf16.h>
+
 #include <cstdint>
 
 namespace svdquant::cuda::sm90 {
@@ -222,6 +224,17 @@ __device__ __forceinline__ void wgmma_m64n128k32_e4m3_ss(float (&d)[64], uint64_
       "}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+// x ~ hi + lo with hi = bf16(x) and lo = bf16(x - hi), each rounded to nearest even: how the
+// low-rank wgmmas of both GEMMs take their float32 operands (lora_act, proj_up) as bf16, to
+// ~2^-17 relative (exact for values that are bf16 or fp16).
+struct Bf16Split {
+  uint16_t hi, lo;
+};
+__device__ __forceinline__ Bf16Split bf16_split(float x) {
+  const __nv_bfloat16 h = __float2bfloat16_rn(x);
+  return {__bfloat16_as_ushort(h), __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(x, __bfloat162float(h))))};
 }
 
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {

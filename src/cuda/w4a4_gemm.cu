@@ -525,9 +525,9 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
         uint16_t hi[4], lo[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const __nv_bfloat16 hb = __float2bfloat16_rn(f[e]);
-          hi[e] = __bfloat16_as_ushort(hb);
-          lo[e] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(f[e], __bfloat162float(hb))));
+          const Bf16Split sp = bf16_split(f[e]);
+          hi[e] = sp.hi;
+          lo[e] = sp.lo;
         }
         const int off = (r / 8) * (kTileM * 16) + (m / 8) * 128 + (m % 8) * 16 + (r % 8) * 2;
         *reinterpret_cast<uint2*>(lhi + off) = make_uint2(hi[0] | uint32_t(hi[1]) << 16, hi[2] | uint32_t(hi[3]) << 16);
@@ -541,9 +541,8 @@ __device__ __forceinline__ void consume(const GemmParams& p, Stage<SSW>* stages,
       uint32_t bits[2];
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const float x = u.v[(r / 2) * 4 + (r % 2) * 2 + e];
-        const __nv_bfloat16 hb = __float2bfloat16_rn(x);
-        bits[e] = __bfloat16_as_ushort(low ? __float2bfloat16_rn(__fsub_rn(x, __bfloat162float(hb))) : hb);
+        const Bf16Split sp = bf16_split(u.v[(r / 2) * 4 + (r % 2) * 2 + e]);
+        bits[e] = low ? sp.lo : sp.hi;
       }
       return bits[0] | bits[1] << 16;
     };
