@@ -19,6 +19,7 @@
 
 #include "act_workspace.hpp"
 #include "device_buffer.hpp"
+#include "fp8_act.hpp"
 #include "nvfp4_act_pack.hpp"
 #include "nvfp4_kernels.hpp"
 #include "nvfp4_pack.hpp"
@@ -110,6 +111,66 @@ LayerWeights random_layer(int64_t N, int64_t K, int64_t R, std::mt19937_64& rng)
   w.bias = host_bf16({N}, 1.0f, rng);
   w.validate(Precision::INT4, false);
   return w;
+}
+
+// The single-pass fp8 activation kernel (fp8_act.cu) under the plan launch_act_quant picks and
+// under every forced plan of rows per block x chunks that fits. One line per shape, µs.
+void sweep_fp8_act_plans(const cuda::ActQuantParams& base, Timer& timer, cudaStream_t stream) {
+  cuda::ActQuantParams p = base;
+  p.fp8 = true;
+  int sms = 0;
+  ck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SMs");
+  const cuda::Fp8ActPlan planned = cuda::fp8_act_plan(p.M, p.K, p.Rpad, 0, sms);
+  std::printf("M=%lld K=%lld fp8 activation plans (us): planned %dr x %dc: %.1f |", (long long)p.M, (long long)p.K, planned.rows,
+              planned.cluster, timer.median_ms([&] { cuda::launch_fp8_act(p, planned, stream); }) * 1e3);
+  for (int rows : {16, 32, 64})
+    for (int c = 1; c <= cuda::kFp8MaxCluster; ++c) {
+      const cuda::Fp8ActPlan pl = cuda::fp8_act_make_plan(rows, c, p.K, p.Rpad, false);
+      if (pl.rows == 0 || pl.cluster != c || !cuda::fp8_act_schedulable(p, pl)) continue;
+      std::printf(" %dr x %dc %.1f |", rows, c, timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); }) * 1e3);
+    }
+  std::printf("\n");
+  // The copies' granularity: each plan with 1, 2 and 4 column stages (one bulk copy per row and
+  // stage: fewer stages, larger copies), the whole kernel and its copies alone (profiling variant 7).
+  if (p.M >= 4096) {
+    std::printf("M=%lld K=%lld fp8 activation plans by stages (us, full / copies only):", (long long)p.M, (long long)p.K);
+    for (int rows : {16, 32, 64})
+      for (int c = 1; c <= cuda::kFp8MaxCluster; ++c) {
+        cuda::Fp8ActPlan pl = cuda::fp8_act_make_plan(rows, c, p.K, p.Rpad, false);
+        if (pl.rows == 0 || pl.cluster != c || !cuda::fp8_act_schedulable(p, pl)) continue;
+        for (int stages : {1, 2, 4}) {
+          if (stages > pl.groups) continue;
+          pl.stages = stages;
+          pl.profile = 0;
+          const double full = timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); });
+          pl.profile = 7;
+          const double copies = timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); });
+          std::printf(" %dr x %dc x %ds (%d B) %.1f / %.1f |", rows, c, stages, (pl.groups + stages - 1) / stages * 128, full * 1e3,
+                      copies * 1e3);
+        }
+      }
+    std::printf("\n");
+  }
+  // The same bytes of x moved by the copy engine under the same timer (L2 evicted, dirty, before
+  // each run): x read and written once (2 M K 2 bytes), against the kernel's x read + codes written.
+  {
+    cuda::DeviceBuffer xcopy(size_t(p.M * p.K * 2));
+    const double t = timer.median_ms(
+        [&] { ck(cudaMemcpyAsync(xcopy.get(), p.x, xcopy.size(), cudaMemcpyDeviceToDevice, stream), "x copy"); });
+    std::printf("M=%lld K=%lld: x copied device to device (%.1f MB read + written): %.1f us\n", (long long)p.M, (long long)p.K,
+                double(xcopy.size()) / 1e6, t * 1e3);
+  }
+  // Where the planned launch's time goes (fp8_act.hpp's profiling variants; outputs wrong).
+  std::printf("M=%lld K=%lld fp8 activations, planned %dr x %dc, profiling variants (us):", (long long)p.M, (long long)p.K,
+              planned.rows, planned.cluster);
+  const char* names[8] = {"full", "no pass 1", "no exchange", "copies and codes only", "no codes", "exchange only",
+                          "pass 1 only", "copies only"};
+  for (int v = 0; v < 8; ++v) {
+    cuda::Fp8ActPlan pl = planned;
+    pl.profile = v;
+    std::printf(" %s %.1f |", names[v], timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); }) * 1e3);
+  }
+  std::printf("\n");
 }
 
 struct Row {
@@ -243,6 +304,7 @@ int main(int argc, char** argv) {
       row.act = timer.median_ms([&] { cuda::launch_act_quant(ap, stream); });
       ap.fp8 = true;  // both passes of §5
       row.act8 = timer.median_ms([&] { cuda::launch_act_quant(ap, stream); });
+      if (N == 3072 && (M == 256 || M == 4608)) sweep_fp8_act_plans(ap, timer, stream);
 
       const float one = 1.0f, zero = 0.0f;
       row.bf16 = timer.median_ms([&] {

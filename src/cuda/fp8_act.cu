@@ -67,13 +67,14 @@
 // from L1 / L2). xs of 16 rows x 8 chunks bounds K: up to ~28.6 K columns (R = 32), beyond that
 // the two passes run.
 //
-// Budget (ptxas, sm_90a, no spills): registers R = 0 80-86, R = 8 102-105, R = 16 110-118,
-// R = 32 123-128 (2 blocks per SM, 16 warps), R = 64 168-178, R = 128 219-228 (1 block per SM);
-// 896 bytes of static shared memory (kStaticSmem bounds it, checked at the first launch). Per
-// element: one HBM read of x (2 bytes) and one write of its code (1 byte); in shared memory 2
-// bytes in by the copy, 2 + 2 in pass 1 (x read, xs written), 2 in the code pass; ~10
-// instructions in pass 1 (smoothing 4, range test and maxima 2, fragment moves and MMAs ~2), ~6 in
-// the code pass (the quotient 4, conversion and packing 1.5).
+// Budget (ptxas, sm_90a, no spills; staged / unstaged operands, the STAGED template argument, so
+// that staged ones are read by shared-memory loads): registers R = 0 77-82 / 83-88, R = 8 91-94 /
+// 101-102, R = 16 96-100 / 107-118, R = 32 114-116 / 124-126 (2 blocks per SM, 16 warps), R = 64
+// and R = 128 up to 177 / 224 (1 block per SM); 896 bytes of static shared memory (kStaticSmem
+// bounds it, checked at the first launch). Per element: one HBM read of x (2 bytes) and one write
+// of its code (1 byte); in shared memory 2 bytes in by the copy, 2 + 2 in pass 1 (x read, xs
+// written), 2 in the code pass; ~10 instructions in pass 1 (smoothing 4, range test and maxima 2,
+// fragment moves and MMAs ~2), ~6 in the code pass (the quotient 4, conversion and packing 1.5).
 //
 // Measured (H200, first version, bench loop of launches, us): M = 4608, K = 3072, R = 32: 33.3
 // (the two passes 35.8; the other plans 32.5 - 81: many small blocks are slow), with the N = 3072
@@ -86,6 +87,14 @@
 // trips) shows as a fixed ~4-8 us per block lifetime in the small-block plans. Staging the
 // fragments and reciprocals in shared memory changed nothing measurable (the loads were L1 / L2
 // hits); clusters of 7 pack only 32 to the GPU (ncu), hence cluster_slots.
+//
+// Measured again (H200, docs/perf-notes.md v16; cuda_bench, L2 evicted before each run): M = 4608,
+// K = 3072, planned 64 rows x 6 chunks: 38.7 - 39.0 us; its profiling variants (Fp8ActPlan::
+// profile) copies only 21.3, + codes 23.3, + exchange 23.6, + pass 1 32.1: the copies alone take
+// longer than the copy engine moving the same x in and out again (cudaMemcpy, 18.2 us), whatever
+// the copy size (256 B - 6 KB per bulk copy: 20.4 - 21.3 us at the good plans) or mechanism
+// (16-byte cp.async: no faster, 20 % more instructions), and the work after them does not overlap
+// them (blocks that run one row block after another with two xs buffers were slower still).
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -138,7 +147,7 @@ static_assert(kThreads == kExpandThreads, "the expansion blocks are blocks of th
 
 // RT: rank tiles of 8 (Rpad = 8 RT); 0 without a low-rank branch. Grid: (row_blocks + exp_rows,
 // cluster), clusters (1, cluster); the row blocks' clusters first.
-template <bool BF16, int RT, bool UNS>
+template <bool BF16, int RT, bool UNS, bool STAGED>
 __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
     fp8_act_kernel(const ActQuantParams p, const Fp8ActPlan pl, const int row_blocks) {
   using H = HalfOps<BF16>;
@@ -166,10 +175,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
   uint8_t* const staging = smem + xs_bytes(BM, pl.groups);
   // The chunk's fragments [groups][2][RT][32 lanes] and reciprocals [groups * 32] (float4 = 2
   // columns): in the staging region, or (plans without room for them) read from global memory.
-  const uint4* const pd_s = pl.staged ? reinterpret_cast<const uint4*>(staging)
-                                      : reinterpret_cast<const uint4*>(p.pdfrag) + g0 * 2 * RT * 32;
-  const float4* const rc_s = pl.staged ? reinterpret_cast<const float4*>(staging + int64_t(pl.groups) * RT * 1024)
-                                       : reinterpret_cast<const float4*>(p.smooth_rcp) + g0 * 32;
+  // STAGED is pl.staged as a template argument, so that the loads of staged operands compile to
+  // shared-memory loads (a pointer that may be either is read by generic loads, slower here).
+  const uint4* const pd_s = STAGED ? reinterpret_cast<const uint4*>(staging)
+                                   : reinterpret_cast<const uint4*>(p.pdfrag) + g0 * 2 * RT * 32;
+  const float4* const rc_s = STAGED ? reinterpret_cast<const float4*>(staging + int64_t(pl.groups) * RT * 1024)
+                                    : reinterpret_cast<const float4*>(p.smooth_rcp) + g0 * 32;
   const int sg = (pl.groups + pl.stages - 1) / pl.stages;                // groups per stage
 
   // The chunk: stage j (groups [j sg, (j + 1) sg)) of every real row of x is one bulk copy into
@@ -182,7 +193,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
     sm90::mbar_init_fence();
     for (int j = 0; j < pl.stages; ++j) {
       const int n = max(0, min(gc, (j + 1) * sg) - j * sg);
-      sm90::mbar_arrive_expect_tx(&bars[j], uint32_t(live * n * (nvalid * 128 + (pl.staged ? RT * 1024 + 512 : 0))));
+      sm90::mbar_arrive_expect_tx(&bars[j], uint32_t(live * n * (nvalid * 128 + (STAGED ? RT * 1024 + 512 : 0))));
     }
   }
   if (tid < BM) amax_s[tid] = 0u;
@@ -193,7 +204,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
     if (j < pl.stages && r < nvalid && gb < ge)
       sm90::bulk_copy_g2s(smem + r * pitch + gb * 128, p.x + (m0 + r) * K + (g0 + gb) * kGroup, uint32_t(ge - gb) * 128u, &bars[j]);
   }
-  if (live && pl.staged && tid < pl.stages) {
+  if (live && STAGED && tid < pl.stages) {
     const int gb = tid * sg, ge = min(gc, gb + sg);
     if (gb < ge) {
       if constexpr (RT > 0)
@@ -215,9 +226,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
   uint32_t row_amax16[2] = {0u, 0u};
   if (rt * 16 < nvalid) {  // row tiles of padding rows only have nothing to read
     const uint32_t rd = uint32_t(row0) * pitch + 16u * t;  // this lane's bytes of xs: + 128 g + 64 h + 8 pitch r
+    int stage = ks / sg, stage_end = (stage + 1) * sg;  // g's stage, kept without a division per group
 #pragma unroll 1
     for (int g = ks; g < gc; g += wk) {
-      sm90::mbar_wait(&bars[g / sg], 0);
+      while (g >= stage_end) {
+        ++stage;
+        stage_end += sg;
+      }
+      sm90::mbar_wait(&bars[stage], 0);
+      if (pl.profile & kProfileNoPass) continue;
       const int64_t gg = g0 + g;
       const uint32_t at = rd + 128u * g;
       uint4 xs[4];  // [2 h + r]
@@ -303,12 +320,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
     }
   }
 
-  // Every block's maxima and sums complete and visible to the cluster (release / acquire).
-  if (cs > 1) sm90::cluster_sync();
+  // Every block's maxima and sums complete and visible to the cluster (release / acquire). The
+  // profiling variant kProfileNoExchange reads its own block's only, as if the cluster were 1.
+  const bool exchange = cs > 1 && !(pl.profile & kProfileNoExchange);
+  if (exchange) sm90::cluster_sync();
   else __syncthreads();
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = cs > 1 ? int(cluster.block_rank()) : 0;
-  auto remote = [&](auto* ptr, int q) { return cs > 1 ? cluster.map_shared_rank(ptr, q) : ptr; };
+  const int ncs = exchange ? cs : 1;  // the blocks whose shared memory is read
+  auto remote = [&](auto* ptr, int q) { return exchange ? cluster.map_shared_rank(ptr, q) : ptr; };
   if (tid < BM) {
     // The row's amax over the chunks (NaN above Inf above every finite value), s_row = amax / 448
     // (NaN if not finite; 0 for zero and padding rows: their codes are 0) and its reciprocal.
@@ -316,7 +336,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
     // trip, not one per chunk).
     uint32_t part[kFp8MaxCluster];
 #pragma unroll
-    for (int q = 0; q < kFp8MaxCluster; ++q) part[q] = q < cs ? *remote(&amax_s[tid], q) : 0u;
+    for (int q = 0; q < kFp8MaxCluster; ++q) part[q] = q < ncs ? *remote(&amax_s[tid], q) : 0u;
     uint32_t bits = 0u;
 #pragma unroll
     for (int q = 0; q < kFp8MaxCluster; ++q) bits = max(bits, part[q]);
@@ -332,16 +352,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
     for (int e = rank * per + tid; e < e_end; e += kThreads) {
       float part[kFp8MaxCluster];  // loaded together, added in rank order
 #pragma unroll
-      for (int q = 0; q < kFp8MaxCluster; ++q) part[q] = q < cs ? *remote(red + e, q) : 0.0f;
+      for (int q = 0; q < kFp8MaxCluster; ++q) part[q] = q < ncs ? *remote(red + e, q) : 0.0f;
       float v = part[0];
 #pragma unroll
       for (int q = 1; q < kFp8MaxCluster; ++q)
-        if (q < cs) v += part[q];
+        if (q < ncs) v += part[q];
       const int row = e / R;
       p.lact[(m0 + row) * R + e % R] = row < nvalid ? v : 0.0f;
     }
   }
-  if (cs > 1) sm90::cluster_arrive();  // done reading the other blocks' shared memory
+  if (exchange) sm90::cluster_arrive();  // done reading the other blocks' shared memory
   __syncthreads();                     // srow_s, rrow_s
 
   // Codes (see the header): warp = (slab of 8 rows sl, group set q); lane = row sl * 8 + lane / 4,
@@ -358,7 +378,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
     uint8_t* out = p.codes + ((m / kTileM) * G + g0 + q) * kCodeTileBytes + code_tile_offset(int(m % kTileM), 16 * c4);
     const uint32_t src = uint32_t(rl) * pitch + 32u * c4 + 128u * q;
 #pragma unroll 1
-    for (int g = q; g < gc; g += sets) {
+    for (int g = q; g < gc && !(pl.profile & kProfileNoCodes); g += sets) {
       uint4 c = make_uint4(0u, 0u, 0u, 0u);
       if (!zero) {
         const uint4 x0 = *xs_at(src + 128u * (g - q)), x1 = *xs_at(src + 128u * (g - q) + 16u);
@@ -370,7 +390,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<RT>)
       out += int64_t(sets) * kCodeTileBytes;
     }
   }
-  if (cs > 1) sm90::cluster_wait();  // no block leaves while another may still read its shared memory
+  if (exchange) sm90::cluster_wait();  // no block leaves while another may still read its shared memory
 }
 
 // Plan cost model (fp8_act_plan; see the header), in units of the time a block spends on one
@@ -418,21 +438,26 @@ int64_t smem_limit(int Rpad) { return kSmemPerSM / fp8_act_blocks_per_sm(Rpad) -
 
 using Kernel = void (*)(ActQuantParams, Fp8ActPlan, int);
 
-template <bool BF16, bool UNS>
+template <bool BF16, bool UNS, bool STAGED>
 Kernel kernel_for_rank(int Rpad) {
   switch (Rpad) {
-  case 0: return fp8_act_kernel<BF16, 0, UNS>;
-  case 8: return fp8_act_kernel<BF16, 1, UNS>;
-  case 16: return fp8_act_kernel<BF16, 2, UNS>;
-  case 32: return fp8_act_kernel<BF16, 4, UNS>;
-  case 64: return fp8_act_kernel<BF16, 8, UNS>;
-  case 128: return fp8_act_kernel<BF16, 16, UNS>;
+  case 0: return fp8_act_kernel<BF16, 0, UNS, STAGED>;
+  case 8: return fp8_act_kernel<BF16, 1, UNS, STAGED>;
+  case 16: return fp8_act_kernel<BF16, 2, UNS, STAGED>;
+  case 32: return fp8_act_kernel<BF16, 4, UNS, STAGED>;
+  case 64: return fp8_act_kernel<BF16, 8, UNS, STAGED>;
+  case 128: return fp8_act_kernel<BF16, 16, UNS, STAGED>;
   default: return nullptr;
   }
 }
-Kernel kernel_for(const ActQuantParams& p) {
-  if (p.dtype == HalfType::BF16) return p.act_unsigned ? kernel_for_rank<true, true>(p.Rpad) : kernel_for_rank<true, false>(p.Rpad);
-  return p.act_unsigned ? kernel_for_rank<false, true>(p.Rpad) : kernel_for_rank<false, false>(p.Rpad);
+template <bool BF16, bool UNS>
+Kernel kernel_for_staging(int Rpad, bool staged) {
+  return staged ? kernel_for_rank<BF16, UNS, true>(Rpad) : kernel_for_rank<BF16, UNS, false>(Rpad);
+}
+Kernel kernel_for(const ActQuantParams& p, bool staged) {
+  if (p.dtype == HalfType::BF16)
+    return p.act_unsigned ? kernel_for_staging<true, true>(p.Rpad, staged) : kernel_for_staging<true, false>(p.Rpad, staged);
+  return p.act_unsigned ? kernel_for_staging<false, true>(p.Rpad, staged) : kernel_for_staging<false, false>(p.Rpad, staged);
 }
 
 cudaLaunchAttribute cluster_attribute(int cluster) {
@@ -526,7 +551,7 @@ Fp8ActPlan fp8_act_plan(int64_t M, int64_t K, int Rpad, int64_t exp_tiles, int s
 }
 
 bool fp8_act_schedulable(const ActQuantParams& p, const Fp8ActPlan& pl) {
-  const Kernel k = kernel_for(p);
+  const Kernel k = kernel_for(p, pl.staged);
   if (!k || pl.rows == 0) return false;
   int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
@@ -551,13 +576,13 @@ bool fp8_act_schedulable(const ActQuantParams& p, const Fp8ActPlan& pl) {
 
 void launch_fp8_act(const ActQuantParams& p, const Fp8ActPlan& pl, cudaStream_t stream) {
   const int64_t G = p.K / kGroup;
-  const Kernel k = kernel_for(p);
+  const Kernel k = kernel_for(p, pl.staged);
   if (!k) throw UnsupportedError("cuda-sm90: padded rank " + std::to_string(p.Rpad) + " has no kernel");
   const int64_t need = xs_bytes(pl.rows, pl.groups) + staging_bytes(pl.rows, pl.groups, p.Rpad / 8, pl.staged);
   if (!p.fp8 || p.M <= 0 || p.K <= 0 || p.K % kGroup != 0 || (pl.rows != 16 && pl.rows != 32 && pl.rows != 64) ||
       pl.cluster < 1 || pl.cluster > kFp8MaxCluster || pl.groups < 1 || int64_t(pl.cluster) * pl.groups < G ||
       int64_t(pl.cluster - 1) * pl.groups >= G || pl.stages < 1 || pl.stages > std::min(pl.groups, kMaxStages) ||
-      pl.smem < need || pl.smem > smem_limit(p.Rpad) || pl.exp_rows < 0 ||
+      pl.smem < need || pl.smem > smem_limit(p.Rpad) || pl.exp_rows < 0 || pl.profile < 0 || pl.profile > 7 ||
       (pl.exp_rows > 0 && (!p.wfrag || !p.wexp || !p.exp_counters || p.exp_tiles <= 0 || p.exp_tiles >= (int64_t(1) << 31) ||
                            pl.smem < kExpandBatch * kCodeTileBytes)))
     throw Error("cuda-sm90: launch_fp8_act: inconsistent parameters or plan");

@@ -22,7 +22,11 @@ struct Fp8ActPlan {
   bool staged = false;  // the chunk's proj_down fragments and reciprocals copied to shared memory
   int exp_rows = 0;  // grid rows of clusters that carry the weight expansion (0: the caller does it)
   int smem = 0;      // dynamic shared memory per block, bytes
+  int profile = 0;   // profiling variants (cuda_bench only; outputs wrong): kProfile* bits, 0 in every real plan
 };
+// Profiling variants: the pass over x only waits for its copies; the cluster's maxima and sums are
+// not exchanged (each block uses its own); no codes are computed or stored.
+inline constexpr int kProfileNoPass = 1, kProfileNoExchange = 2, kProfileNoCodes = 4;
 
 // Blocks per SM the kernel's register budget is set for (__launch_bounds__).
 int fp8_act_blocks_per_sm(int Rpad);
