@@ -3,7 +3,7 @@
 # (tests and benchmarks on), run the GPU tests, compute-sanitizer (memcheck, racecheck) on a
 # subset, and the benchmark; print a short table last. Logs go to $OUT (default: ./gpu-check-out).
 #
-#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [probe] [nibble] [wgmma] [ncu] [actncu] [stalls] [hotspots]
+#   scripts/gpu-check.sh [build] [tests] [sanitize] [bench] [probe] [nibble] [wgmma] [hbm] [ncu] [actncu] [stalls] [hotspots]
 #   (actncu: ACT_LAUNCHES launches, default 4; cuda_bench --profile: SVDQ_PROFILE_M rows, default 4608)
 #   (default: the first four)
 #
@@ -34,7 +34,7 @@ if has build; then
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSVDQUANT_BUILD_TESTS=ON \
     -DSVDQUANT_BUILD_BENCH=ON -DSVDQUANT_BUILD_PYTHON=OFF "${EXTRA[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; }
   # -k 0: a broken target elsewhere must not hide the CUDA results. Only what this script runs.
-  cmake --build "$BUILD" -j 16 --target cuda_tests cuda_bench tma_probe nibble_probe wgmma_probe -- -k 0 > "$OUT/build.log" 2>&1
+  cmake --build "$BUILD" -j 16 --target cuda_tests cuda_bench tma_probe nibble_probe wgmma_probe hbm_probe -- -k 0 > "$OUT/build.log" 2>&1
   RESULT[build]="rc=$? in $(( $(date +%s) - t0 )) s"
   grep -E "error|warning: " "$OUT/build.log" | grep -v "^ninja: build stopped" | head -20
   grep -E "ptxas|registers|spill" "$OUT/build.log" | head -20
@@ -99,6 +99,7 @@ run_probe() {
 has probe && run_probe probe tma_probe probe.log 120    # the bulk-copy delivery alone
 has nibble && run_probe nibble nibble_probe nibble.log 60  # e4m3 wgmma on offset-nibble (subnormal) weights, exact?
 has wgmma && run_probe wgmma wgmma_probe wgmma.log 60   # e4m3 wgmma throughput by structure, operands resident
+has hbm && run_probe hbm hbm_probe hbm.log 60            # HBM into shared memory by mechanism and bytes in flight
 
 if has ncu; then
   # Hardware counters of our kernels and cuBLAS's at M = 4608, K = N = 3072 (clocks left alone).
@@ -165,7 +166,7 @@ fi
 echo
 echo "==================== gpu-check summary ===================="
 head -2 "$OUT/env.log" | tail -1
-for k in build sass tests memcheck racecheck bench probe nibble wgmma ncu actncu stalls hotspots; do
+for k in build sass tests memcheck racecheck bench probe nibble wgmma hbm ncu actncu stalls hotspots; do
   [ -n "${RESULT[$k]:-}" ] && printf "%-10s %s\n" "$k" "${RESULT[$k]}"
 done
 [ -f "$OUT/ncu-summary.log" ] && cat "$OUT/ncu-summary.log"
@@ -175,5 +176,6 @@ done
 [ -f "$OUT/probe.log" ] && cat "$OUT/probe.log"
 [ -f "$OUT/nibble.log" ] && cat "$OUT/nibble.log"
 [ -f "$OUT/wgmma.log" ] && cat "$OUT/wgmma.log"
+[ -f "$OUT/hbm.log" ] && cat "$OUT/hbm.log"
 [ -f "$OUT/bench.log" ] && grep -E "^\||^M=|^device" "$OUT/bench.log" | head -40
 exit 0
