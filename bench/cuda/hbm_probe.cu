@@ -3,9 +3,11 @@
 // bulk copies read x at ~1.3 TB/s where cudaMemcpy reads and writes it at ~3.1; tma_probe reads
 // from L2 only). One CTA per SM, each reading its own contiguous slice of a buffer far larger
 // than L2, once:
-//   bulk      one thread issues 1-D bulk copies (cp.async.bulk) into a ring of stages, each stage
-//             one mbarrier that the 256 consumer threads wait for before the slot is reused;
-//   bulk+pf   the same, each copy preceded `ahead` stages earlier by cp.async.bulk.prefetch.L2;
+//   bulk      one thread issues 1-D bulk copies (cp.async.bulk), `copies` of `bytes` per stage,
+//             into a ring of stages, each stage one mbarrier that all threads wait for before the
+//             slot is reused;
+//   bulk+pf   the same, each stage's bytes prefetched `ahead` stages earlier (cp.async.bulk.
+//             prefetch.L2, one per stage);
 //   cp.async  every thread copies 16-byte pieces (cp.async.cg), `per` of them per stage, and
 //             waits for the stage `stages - 1` stages later (cp.async.wait_group);
 //   ldg       every thread loads `per` 16-byte pieces into registers (ld.global.v4) and stores
@@ -33,13 +35,14 @@ __device__ __forceinline__ void prefetch_l2(const void* src, uint32_t bytes) {
   asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(src), "r"(bytes) : "memory");
 }
 
-// Ring of `stages` slots of `bytes` each; stage i of this CTA's slice goes to slot i % stages.
+// Ring of `stages` slots of copies x bytes each; stage i of this CTA's slice goes to slot i % stages.
 __global__ void __launch_bounds__(kThreads, 1)
-    bulk_kernel(const uint8_t* src, uint64_t slice, int bytes, int stages, int ahead, uint32_t* sink) {
+    bulk_kernel(const uint8_t* src, uint64_t slice, int bytes, int copies, int stages, int ahead, uint32_t* sink) {
   extern __shared__ __align__(1024) uint8_t smem[];
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + size_t(stages) * bytes);
+  const int stage_bytes = bytes * copies;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + size_t(stages) * stage_bytes);
   const uint8_t* base = src + uint64_t(blockIdx.x) * slice;
-  const int iters = int(slice / uint64_t(bytes));
+  const int iters = int(slice / uint64_t(stage_bytes));
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) mbar_init(&full[s], 1);
     mbar_init_fence();
@@ -49,16 +52,18 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int i = 0; i < iters; ++i) {
     const int s = i % stages;
     if (threadIdx.x == 0) {
-      if (ahead > 0 && i + ahead < iters) prefetch_l2(base + uint64_t(i + ahead) * bytes, uint32_t(bytes));
-      mbar_arrive_expect_tx(&full[s], uint32_t(bytes));
-      bulk_copy_g2s(smem + size_t(s) * bytes, base + uint64_t(i) * bytes, uint32_t(bytes), &full[s]);
+      if (ahead > 0 && i + ahead < iters) prefetch_l2(base + uint64_t(i + ahead) * stage_bytes, uint32_t(stage_bytes));
+      mbar_arrive_expect_tx(&full[s], uint32_t(stage_bytes));
+      for (int c = 0; c < copies; ++c)
+        bulk_copy_g2s(smem + size_t(s) * stage_bytes + size_t(c) * bytes, base + uint64_t(i) * stage_bytes + uint64_t(c) * bytes,
+                      uint32_t(bytes), &full[s]);
     }
     // Waiting for stage i - stages + 1 keeps `stages` copies in flight; the read of one word keeps
     // the slot's data live, and the barrier after it frees the slot for thread 0's next copy.
     const int w = i - stages + 1;
     if (w >= 0) {
       mbar_wait(&full[w % stages], uint32_t(w / stages) & 1u);
-      acc += reinterpret_cast<const uint32_t*>(smem + size_t(w % stages) * bytes)[threadIdx.x % (bytes / 4)];
+      acc += reinterpret_cast<const uint32_t*>(smem + size_t(w % stages) * stage_bytes)[threadIdx.x % (stage_bytes / 4)];
       __syncthreads();
     }
   }
@@ -136,23 +141,24 @@ int main() {
   };
   const double total = double(slice) * sms;
   std::printf("device: %s, %d SMs; %.0f MB read from HBM per run, one CTA of %d threads per SM\n", prop.name, sms, total / 1e6, kThreads);
-  std::printf("| mechanism | bytes per copy | stages | KB in flight per SM | GB/s |\n|---|---|---|---|---|\n");
-  struct Bulk { int bytes, stages, ahead; };
-  const std::vector<Bulk> bulks = {{256, 64, 0},   {1024, 16, 0}, {1024, 64, 0}, {4096, 8, 0},  {4096, 16, 0},
-                                   {4096, 48, 0},  {16384, 4, 0}, {16384, 8, 0}, {16384, 12, 0}, {32768, 6, 0},
-                                   {4096, 16, 16}, {4096, 8, 32}, {16384, 4, 8}, {16384, 8, 8}};
+  std::printf("| mechanism | bytes per copy | copies per stage | stages | KB in flight per SM | GB/s |\n|---|---|---|---|---|---|\n");
+  struct Bulk { int bytes, copies, stages, ahead; };
+  const std::vector<Bulk> bulks = {{256, 64, 2, 0},  {256, 64, 4, 0},   {256, 64, 12, 0},  {1024, 16, 2, 0},  {1024, 16, 4, 0},
+                                   {1024, 16, 12, 0}, {4096, 4, 2, 0},  {4096, 4, 4, 0},   {4096, 4, 12, 0},  {16384, 1, 2, 0},
+                                   {16384, 1, 4, 0},  {16384, 1, 8, 0}, {16384, 1, 12, 0}, {32768, 1, 6, 0},  {1024, 16, 4, 4},
+                                   {1024, 16, 4, 8},  {16384, 1, 4, 4}, {16384, 1, 4, 8}};
   for (const Bulk& c : bulks) {
-    const size_t smem = size_t(c.stages) * c.bytes + size_t(c.stages) * 8;
+    const size_t smem = size_t(c.stages) * c.bytes * c.copies + size_t(c.stages) * 8;
     if (smem > size_t(max_smem)) continue;
-    const float ms = time_ms([&] { bulk_kernel<<<sms, kThreads, smem>>>(src, slice, c.bytes, c.stages, c.ahead, sink); });
-    std::printf("| bulk%s | %d | %d | %d | %.0f |\n", c.ahead ? (" + L2 prefetch " + std::to_string(c.ahead) + " ahead").c_str() : "",
-                c.bytes, c.stages, c.stages * c.bytes / 1024, total / (ms * 1e6));
+    const float ms = time_ms([&] { bulk_kernel<<<sms, kThreads, smem>>>(src, slice, c.bytes, c.copies, c.stages, c.ahead, sink); });
+    std::printf("| bulk%s | %d | %d | %d | %d | %.0f |\n", c.ahead ? (" + L2 prefetch " + std::to_string(c.ahead) + " ahead").c_str() : "",
+                c.bytes, c.copies, c.stages, c.stages * c.bytes * c.copies / 1024, total / (ms * 1e6));
   }
   auto threads = [&](auto kernel, const char* name, int per, int stages) {
     const size_t smem = size_t(stages) * kThreads * per * 16;
     ck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem), "attr");
     const float ms = time_ms([&] { kernel<<<sms, kThreads, smem>>>(src, slice, sink); });
-    std::printf("| %s | 16 x %d per thread | %d | %zu | %.0f |\n", name, per, stages, smem / 1024, total / (ms * 1e6));
+    std::printf("| %s | 16 | %d per thread | %d | %zu | %.0f |\n", name, per, stages, smem / 1024, total / (ms * 1e6));
   };
   threads(thread_kernel<false, 4, 1>, "ldg", 4, 1);
   threads(thread_kernel<false, 8, 1>, "ldg", 8, 1);
