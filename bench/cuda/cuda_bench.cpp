@@ -118,37 +118,40 @@ LayerWeights random_layer(int64_t N, int64_t K, int64_t R, std::mt19937_64& rng)
 void sweep_fp8_act_plans(const cuda::ActQuantParams& base, Timer& timer, cudaStream_t stream) {
   cuda::ActQuantParams p = base;
   p.fp8 = true;
+  constexpr int kCopiesOnly = cuda::kProfileNoPass | cuda::kProfileNoExchange | cuda::kProfileNoCodes;
   int sms = 0;
   ck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SMs");
   const cuda::Fp8ActPlan planned = cuda::fp8_act_plan(p.M, p.K, p.Rpad, 0, sms);
+  // Every plan of rows per block x chunks that fits and can be scheduled.
+  auto each_plan = [&](auto fn) {
+    for (int rows : {16, 32, 64})
+      for (int c = 1; c <= cuda::kFp8MaxCluster; ++c) {
+        const cuda::Fp8ActPlan pl = cuda::fp8_act_make_plan(rows, c, p.K, p.Rpad, false);
+        if (pl.rows != 0 && pl.cluster == c && cuda::fp8_act_schedulable(p, pl)) fn(pl);
+      }
+  };
   std::printf("M=%lld K=%lld fp8 activation plans (us): planned %dr x %dc: %.1f |", (long long)p.M, (long long)p.K, planned.rows,
               planned.cluster, timer.median_ms([&] { cuda::launch_fp8_act(p, planned, stream); }) * 1e3);
-  for (int rows : {16, 32, 64})
-    for (int c = 1; c <= cuda::kFp8MaxCluster; ++c) {
-      const cuda::Fp8ActPlan pl = cuda::fp8_act_make_plan(rows, c, p.K, p.Rpad, false);
-      if (pl.rows == 0 || pl.cluster != c || !cuda::fp8_act_schedulable(p, pl)) continue;
-      std::printf(" %dr x %dc %.1f |", rows, c, timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); }) * 1e3);
-    }
+  each_plan([&](const cuda::Fp8ActPlan& pl) {
+    std::printf(" %dr x %dc %.1f |", pl.rows, pl.cluster, timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); }) * 1e3);
+  });
   std::printf("\n");
   // The copies' granularity: each plan with 1, 2 and 4 column stages (one bulk copy per row and
   // stage: fewer stages, larger copies), the whole kernel and its copies alone (profiling variant 7).
   if (p.M >= 4096) {
     std::printf("M=%lld K=%lld fp8 activation plans by stages (us, full / copies only):", (long long)p.M, (long long)p.K);
-    for (int rows : {16, 32, 64})
-      for (int c = 1; c <= cuda::kFp8MaxCluster; ++c) {
-        cuda::Fp8ActPlan pl = cuda::fp8_act_make_plan(rows, c, p.K, p.Rpad, false);
-        if (pl.rows == 0 || pl.cluster != c || !cuda::fp8_act_schedulable(p, pl)) continue;
-        for (int stages : {1, 2, 4}) {
-          if (stages > pl.groups) continue;
-          pl.stages = stages;
-          pl.profile = 0;
-          const double full = timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); });
-          pl.profile = 7;
-          const double copies = timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); });
-          std::printf(" %dr x %dc x %ds (%d B) %.1f / %.1f |", rows, c, stages, (pl.groups + stages - 1) / stages * 128, full * 1e3,
-                      copies * 1e3);
-        }
+    each_plan([&](cuda::Fp8ActPlan pl) {
+      for (int stages : {1, 2, 4}) {
+        if (stages > pl.groups) continue;
+        pl.stages = stages;
+        pl.profile = 0;
+        const double full = timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); });
+        pl.profile = kCopiesOnly;
+        const double copies = timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); });
+        std::printf(" %dr x %dc x %ds (%d B) %.1f / %.1f |", pl.rows, pl.cluster, stages, (pl.groups + stages - 1) / stages * 128,
+                    full * 1e3, copies * 1e3);
       }
+    });
     std::printf("\n");
   }
   // The same bytes of x moved by the copy engine under the same timer (L2 evicted, dirty, before
