@@ -118,7 +118,6 @@ LayerWeights random_layer(int64_t N, int64_t K, int64_t R, std::mt19937_64& rng)
 void sweep_fp8_act_plans(const cuda::ActQuantParams& base, Timer& timer, cudaStream_t stream) {
   cuda::ActQuantParams p = base;
   p.fp8 = true;
-  constexpr int kCopiesOnly = cuda::kProfileNoPass | cuda::kProfileNoExchange | cuda::kProfileNoCodes;
   int sms = 0;
   ck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SMs");
   const cuda::Fp8ActPlan planned = cuda::fp8_act_plan(p.M, p.K, p.Rpad, 0, sms);
@@ -146,7 +145,7 @@ void sweep_fp8_act_plans(const cuda::ActQuantParams& base, Timer& timer, cudaStr
         pl.stages = stages;
         pl.profile = 0;
         const double full = timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); });
-        pl.profile = kCopiesOnly;
+        pl.profile = cuda::kProfileCopiesOnly;
         const double copies = timer.median_ms([&] { cuda::launch_fp8_act(p, pl, stream); });
         std::printf(" %dr x %dc x %ds (%d B) %.1f / %.1f |", pl.rows, pl.cluster, stages, (pl.groups + stages - 1) / stages * 128,
                     full * 1e3, copies * 1e3);

@@ -582,7 +582,7 @@ void launch_fp8_act(const ActQuantParams& p, const Fp8ActPlan& pl, cudaStream_t 
   if (!p.fp8 || p.M <= 0 || p.K <= 0 || p.K % kGroup != 0 || (pl.rows != 16 && pl.rows != 32 && pl.rows != 64) ||
       pl.cluster < 1 || pl.cluster > kFp8MaxCluster || pl.groups < 1 || int64_t(pl.cluster) * pl.groups < G ||
       int64_t(pl.cluster - 1) * pl.groups >= G || pl.stages < 1 || pl.stages > std::min(pl.groups, kMaxStages) ||
-      pl.smem < need || pl.smem > smem_limit(p.Rpad) || pl.exp_rows < 0 || (pl.profile & ~(kProfileNoPass | kProfileNoExchange | kProfileNoCodes)) != 0 ||
+      pl.smem < need || pl.smem > smem_limit(p.Rpad) || pl.exp_rows < 0 || (pl.profile & ~kProfileCopiesOnly) != 0 ||
       (pl.exp_rows > 0 && (!p.wfrag || !p.wexp || !p.exp_counters || p.exp_tiles <= 0 || p.exp_tiles >= (int64_t(1) << 31) ||
                            pl.smem < kExpandBatch * kCodeTileBytes)))
     throw Error("cuda-sm90: launch_fp8_act: inconsistent parameters or plan");

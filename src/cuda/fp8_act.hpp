@@ -27,6 +27,7 @@ struct Fp8ActPlan {
 // Profiling variants: the pass over x only waits for its copies; the cluster's maxima and sums are
 // not exchanged (each block uses its own); no codes are computed or stored.
 inline constexpr int kProfileNoPass = 1, kProfileNoExchange = 2, kProfileNoCodes = 4;
+inline constexpr int kProfileCopiesOnly = kProfileNoPass | kProfileNoExchange | kProfileNoCodes;  // every bit
 
 // Blocks per SM the kernel's register budget is set for (__launch_bounds__).
 int fp8_act_blocks_per_sm(int Rpad);

@@ -102,9 +102,9 @@ struct GemmParams {
   // Profiling only (cuda_bench's breakdown; wrong results; bf16, FP32 or FP8 mode, clusters of 1
   // or 2): bit 0 leaves out the per-group fold, bit 1 the wgmma; 4: no loads after the first pass
   // over the stages; 8: A from shared memory (no int4 expansion); 32: no epilogue, 64: no global
-  // stores, 128: no staging and stores (fp8, e4m3 weights). Variants 1, 4, 5, 8, 11, 32, 43 (11
-  // without the epilogue: the delivery alone), 64 and 128 exist (11: the consumers only wait for and release the stages, the epilogue still runs). 0
-  // in every real call.
+  // stores, 128: no staging and stores (fp8, e4m3 weights). Variants 1, 4, 5, 8, 11 (the
+  // consumers only wait for and release the stages; the epilogue still runs), 32, 43 (11 without
+  // the epilogue: the delivery alone), 64 and 128 exist. 0 in every real call.
   int profile_skip = 0;
   // Split-K for small M (FP32 and FP8 modes, clusters of 1, int4 fragments; 1: off): each output
   // tile is computed by `splits` CTAs over consecutive ranges of groups; each writes its float32
