@@ -264,7 +264,6 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
   // Epilogue. acc[b][i], i = 4 c8 + 2 hh + e: weight row (output column) 128 wg + 64 b + rw + 8 hh
   // of the tile, activation row (output row) 8 c8 + 2 (lane % 4) + e.
   const int64_t n0 = nt * kNvTileN, m0 = mt * kNvTileM;
-  const int ml0 = 2 * (lane % 4);
   const float scale = __fmul_rn(p.alpha, float(1 << kNvWScaleShift));
 #pragma unroll
   for (int b = 0; b < 2; ++b)
@@ -350,12 +349,10 @@ __global__ void __launch_bounds__(kThreads, 1) nvfp4_gemm_kernel(const __grid_co
   named_barrier(1, kConsumerThreads);
   uint16_t* so = reinterpret_cast<uint16_t*>(smem);
 #pragma unroll
-  for (int b = 0; b < 2; ++b)
-#pragma unroll
-    for (int i = 0; i < 64; ++i) {
-      const int c8 = i >> 2, hh = (i >> 1) & 1, e = i & 1;
-      so[(8 * c8 + ml0 + e) * kOutStride + 128 * wg + 64 * b + rw + 8 * hh] = to_half<BF16>(acc[b][i]);
-    }
+  for (int b = 0; b < 2; ++b)  // by stmatrix .trans: weight rows 128 wg + 64 b + 16 warp .. + 15 of each staged row
+    stage_fragment_trans(so + 128 * wg + 64 * b + 16 * warp, kOutStride, lane, [&](int j, int h) {
+      return uint32_t(to_half<BF16>(acc[b][4 * j + 2 * h])) | uint32_t(to_half<BF16>(acc[b][4 * j + 2 * h + 1])) << 16;
+    });
   named_barrier(1, kConsumerThreads);
   const bool vec = p.N % 8 == 0 && (reinterpret_cast<uintptr_t>(p.y) & 15) == 0;
   constexpr int kChunks = kNvTileN / 8;  // 16-byte chunks per staged row

@@ -123,6 +123,30 @@ __device__ __forceinline__ void named_barrier(uint32_t id, uint32_t threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// Four 8 x 8 matrices of 16-bit values stored transposed (stmatrix .trans): register i of a lane
+// holds row lane / 4, columns 2 (lane % 4) and + 1 of matrix i (the mma / wgmma accumulator
+// fragment order), and lane 8 i + k gives the address of row k of matrix i as stored, which is
+// column k of the matrix as held: 16 contiguous bytes, 16-byte aligned.
+__device__ __forceinline__ void stmatrix_x4_trans(const void* row, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(smem_addr(row)), "r"(r0),
+               "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
+}
+
+// Stages a warp's 16 x 128 accumulator fragment of a wgmma m64n128 (its 16 rows of the M side,
+// all 128 columns of the N side) transposed into row-major 16-bit shared memory: column c of the
+// fragment becomes row c of `out`, holding the warp's 16 rows at out[c * stride .. + 15].
+// pair(j, h) is the 32-bit register of the lane's values at fragment row lane / 4 + 8 h and
+// columns 8 j + 2 (lane % 4), + 1 (low half first). `out` and `stride` * 2 bytes 16-byte aligned;
+// where stride * 2 % 128 == 16 * odd (e.g. 272 or 528 bytes) the stores are conflict-free.
+template <typename Pair>
+__device__ __forceinline__ void stage_fragment_trans(uint16_t* out, int stride, int lane, Pair pair) {
+  const int mi = lane / 8, k = lane % 8;  // this lane addresses row k of matrix mi (j + mi / 2, h = mi % 2)
+  const uint16_t* row = out + (8 * (mi / 2) + k) * stride + 8 * (mi % 2);
+#pragma unroll
+  for (int j = 0; j < 16; j += 2) stmatrix_x4_trans(row + 8 * j * stride, pair(j, 0), pair(j, 1), pair(j + 1, 0), pair(j + 1, 1));
+}
+
 // Shared-memory matrix descriptor of wgmma, no swizzle: lbo = byte distance between core
 // matrices adjacent in K, sbo = between core matrices adjacent in M/N.
 __device__ __forceinline__ uint64_t smem_desc(const void* p, uint32_t lbo, uint32_t sbo) {
