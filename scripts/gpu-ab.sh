@@ -54,7 +54,7 @@ case "$cmd" in
       for name in base tree; do
         "$ROOT/build-ab-$name/bench/cuda/cuda_bench" > "$OUT/bench-$name-$r.log" 2>&1 || { echo "gpu-ab: cuda_bench ($name, round $r) failed" >&2; exit 1; }
         echo "== $name, round $r"
-        grep -E "$lines" "$OUT/bench-$name-$r.log" | cut -c1-500
+        grep -E "$lines" "$OUT/bench-$name-$r.log" | cut -c1-500 || echo "(no line matches AB_LINES; the log: $OUT/bench-$name-$r.log)"
       done
     done
     ;;
