@@ -37,13 +37,12 @@ case "$cmd" in
     declare -A SRC=([base]=$BASE_SRC [tree]=$ROOT)
     pids=()
     for name in base tree; do
-      (cmake -S "${SRC[$name]}" -B "$ROOT/build-ab-$name" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSVDQUANT_BUILD_TESTS=ON \
-         -DSVDQUANT_BUILD_BENCH=ON -DSVDQUANT_BUILD_PYTHON=OFF "${EXTRA[@]}" > "$OUT/configure-$name.log" 2>&1 &&
+      (gpu_configure "${SRC[$name]}" "$ROOT/build-ab-$name" > "$OUT/configure-$name.log" 2>&1 &&
        cmake --build "$ROOT/build-ab-$name" -j 8 --target cuda_bench > "$OUT/build-$name.log" 2>&1) &
       pids+=($!)
     done
     failed=0
-    for i in 0 1; do wait "${pids[$i]}" || failed=1; done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
     if [ $failed -ne 0 ]; then
       tail -20 "$OUT"/configure-*.log "$OUT"/build-*.log
       echo "gpu-ab: a build failed (logs in $OUT)" >&2

@@ -31,8 +31,7 @@ cat "$OUT/env.log"
 
 if has build; then
   t0=$(date +%s)
-  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSVDQUANT_BUILD_TESTS=ON \
-    -DSVDQUANT_BUILD_BENCH=ON -DSVDQUANT_BUILD_PYTHON=OFF "${EXTRA[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; }
+  gpu_configure "$ROOT" "$BUILD" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; }
   # -k 0: a broken target elsewhere must not hide the CUDA results. Only what this script runs.
   cmake --build "$BUILD" -j 16 --target cuda_tests cuda_bench tma_probe nibble_probe wgmma_probe hbm_probe -- -k 0 > "$OUT/build.log" 2>&1
   RESULT[build]="rc=$? in $(( $(date +%s) - t0 )) s"

@@ -2,7 +2,7 @@
 # Debian dev packages svdquant builds against are missing (the lent GPU machines), unpacks the
 # .debs in $ROOT/.deps (fetched beforehand by scripts/fetch-gpu-deps.sh) with
 # dpkg -x into a prefix under /tmp, never into /, and points pkg-config, CMake and the loader at
-# it. Appends the CMake arguments it needs to the array EXTRA. Needs ROOT.
+# it. Appends the CMake arguments it needs to the array EXTRA, and defines gpu_configure. Needs ROOT.
 EXTRA=()
 if [ -d "$ROOT/.deps" ] && [ ! -f /usr/include/nlohmann/json.hpp ]; then
   DEPS=/tmp/svdquant-deps
@@ -22,3 +22,10 @@ if [ -d "$ROOT/.deps" ] && [ ! -f /usr/include/nlohmann/json.hpp ]; then
   export CMAKE_PREFIX_PATH=$DEPS/usr
   EXTRA+=("-DPKG_CONFIG_EXECUTABLE=$DEPS/usr/bin/pkgconf")
 fi
+
+# The CUDA build of the GPU checks (scripts/gpu-check.sh, scripts/gpu-ab.sh): tests and benchmarks
+# on, Python off. gpu_configure SOURCE_DIR BUILD_DIR [more CMake arguments]
+gpu_configure() {
+  cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSVDQUANT_BUILD_TESTS=ON -DSVDQUANT_BUILD_BENCH=ON \
+    -DSVDQUANT_BUILD_PYTHON=OFF "${EXTRA[@]}" "${@:3}"
+}
